@@ -1,0 +1,94 @@
+"""Synthetic fan images and danmaku-wall screenshots, drawn with Pillow.
+
+Deterministic per seed: varied sizes, aspect ratios, colours, shapes and text, in the
+formats fans send (PNG, JPEG, WebP). Used by the demo, the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw, ImageFont
+
+FAN_NAMES = ["Aki", "Momo", "Renji", "Sora", "Yuki", "Haru", "Kaito", "Nana", "Lumi", "Taro"]
+FAN_TEXTS = [
+    "I drew you with Mochi!",
+    "My new acrylic stand arrived!!",
+    "Look at my desk setup for your stream",
+    "Happy birthday Mirai!",
+    None,
+    "Is this parfait as good as the one you had?",
+    "I edited us into the group photo, hehe",
+]
+DANMAKU = [
+    "888888", "so cute!!", "Mirai-mode on!", "first time here", "wwwww", "kawaii",
+    "what game is next?", "sing again pls", "GG", "love from Brazil", "Mochi!!!", "encore",
+]
+SIZES = [(640, 480), (1280, 720), (720, 1280), (512, 512), (1024, 768), (300, 900), (1920, 1080)]
+
+
+@dataclass(frozen=True)
+class SampleItem:
+    kind: str
+    image_bytes: bytes
+    mime: str
+    user_id: str
+    display_name: str
+    text: str | None
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def draw_fan_image(rng: random.Random, size: tuple[int, int]) -> Image.Image:
+    w, h = size
+    top, bottom = [tuple(rng.randrange(40, 256) for _ in range(3)) for _ in range(2)]
+    img = Image.new("RGB", size, top)
+    draw = ImageDraw.Draw(img)
+    for y in range(0, h, 4):  # a vertical gradient, like a sky or a poster
+        t = y / max(1, h - 1)
+        draw.rectangle([0, y, w, y + 4], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom)))
+    for _ in range(rng.randrange(3, 9)):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        x1, y1 = x0 + rng.randrange(20, max(21, w // 3)), y0 + rng.randrange(20, max(21, h // 3))
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=colour, outline=(0, 0, 0))
+    draw.text((w * 0.05, h * 0.05), rng.choice(["MIRAI ♥", "for Mirai", "fan art", "#MiraiMode"]),
+              fill=(255, 255, 255), font=_font(max(12, h // 12)), stroke_width=2, stroke_fill=(0, 0, 0))
+    return img
+
+
+def draw_danmaku_screen(rng: random.Random, size: tuple[int, int]) -> Image.Image:
+    w, h = size
+    img = Image.new("RGB", size, (16, 16, 24))
+    draw = ImageDraw.Draw(img)
+    line_h = max(14, h // 18)
+    font = _font(line_h - 4)
+    for row in range(h // line_h):
+        x = rng.randrange(-w // 4, w)
+        while x < w:
+            text = rng.choice(DANMAKU)
+            colour = rng.choice([(255, 255, 255), (255, 220, 0), (120, 220, 255), (255, 120, 180)])
+            draw.text((x, row * line_h), text, fill=colour, font=font)
+            x += int(draw.textlength(text, font=font)) + rng.randrange(30, 160)
+    return img
+
+
+def encode(img: Image.Image, fmt: str) -> tuple[bytes, str]:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **({"quality": 85} if fmt in ("JPEG", "WEBP") else {}))
+    return buf.getvalue(), {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[fmt]
+
+
+def sample_item(seed: int) -> SampleItem:
+    rng = random.Random(seed)
+    kind = "danmaku_screenshot" if rng.random() < 0.3 else "fan_image"
+    size = rng.choice(SIZES)
+    img = draw_danmaku_screen(rng, size) if kind == "danmaku_screenshot" else draw_fan_image(rng, size)
+    data, mime = encode(img, rng.choice(["PNG", "JPEG", "WEBP"]))
+    name = rng.choice(FAN_NAMES)
+    text = None if kind == "danmaku_screenshot" else rng.choice(FAN_TEXTS)
+    return SampleItem(kind, data, mime, f"{name.lower()}-{rng.randrange(1000)}", name, text)

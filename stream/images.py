@@ -1,0 +1,124 @@
+"""Image admission: from the bytes a fan sent to an RGB picture within the tier's budget.
+
+Order matters: size is checked before decoding, the header's pixel count before the
+pixels are loaded (a decompression bomb is refused before it costs memory), and only
+then is the image decoded, turned upright (EXIF), flattened to RGB and downscaled.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from stream.errors import InvalidImage, ReasonCode
+
+# Formats a fan's browser or phone produces; anything else is refused before decoding.
+ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 4 * 1024 * 1024
+    # Pixels the header may declare. Beyond this a file is treated as a decompression bomb.
+    max_decoded_pixels: int = 24_000_000
+    # The tier's image budget: the admitted image has at most this many pixels.
+    max_pixels: int = 256 * 256
+    # Qwen3-VL needs at least one 32x32 merge window per side and tolerates aspect <= 200.
+    min_side: int = 32
+    max_aspect_ratio: float = 50.0
+
+
+@dataclass(frozen=True)
+class AdmittedImage:
+    image: Image.Image
+    format: str
+    original_size: tuple[int, int]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+def decode_base64_image(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidImage(ReasonCode.IMAGE_CORRUPT, f"image data is not valid base64: {exc}") from exc
+
+
+def fit_to_budget(width: int, height: int, max_pixels: int, min_side: int) -> tuple[int, int]:
+    """The largest size with the same aspect ratio and at most `max_pixels` pixels."""
+    if width * height <= max_pixels:
+        scaled = (width, height)
+    else:
+        scale = math.sqrt(max_pixels / (width * height))
+        scaled = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
+    # Too small a side would be upscaled by the processor anyway; do it here, visibly.
+    grow = max(1.0, min_side / min(scaled))
+    return (math.ceil(scaled[0] * grow), math.ceil(scaled[1] * grow))
+
+
+def admit_image(raw: bytes, limits: ImageLimits) -> AdmittedImage:
+    """Decode and normalise an image, or raise InvalidImage with the reason."""
+    if len(raw) > limits.max_bytes:
+        raise InvalidImage(
+            ReasonCode.IMAGE_TOO_LARGE, f"{len(raw)} bytes is over the {limits.max_bytes}-byte limit"
+        )
+    # Pillow's own bomb guard is a warning below 2x its limit; make both halves errors.
+    saved_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = limits.max_decoded_pixels
+            try:
+                img = Image.open(io.BytesIO(raw))
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise InvalidImage(ReasonCode.IMAGE_BOMB, str(exc)) from exc
+            except UnidentifiedImageError as exc:
+                raise InvalidImage(ReasonCode.IMAGE_CORRUPT, "not a recognisable image file") from exc
+            if img.format not in ALLOWED_FORMATS:
+                raise InvalidImage(
+                    ReasonCode.IMAGE_UNSUPPORTED_FORMAT,
+                    f"{img.format} is not accepted (use PNG, JPEG, WebP or GIF)",
+                )
+            fmt = img.format
+            width, height = img.size
+            if width * height > limits.max_decoded_pixels:
+                raise InvalidImage(
+                    ReasonCode.IMAGE_BOMB,
+                    f"{width}x{height} declares {width * height} pixels, over {limits.max_decoded_pixels}",
+                )
+            if max(width, height) / max(1, min(width, height)) > limits.max_aspect_ratio:
+                raise InvalidImage(
+                    ReasonCode.IMAGE_BAD_SHAPE,
+                    f"{width}x{height} is more elongated than {limits.max_aspect_ratio:g}:1",
+                )
+            try:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb = _to_rgb(img)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise InvalidImage(ReasonCode.IMAGE_BOMB, str(exc)) from exc
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                raise InvalidImage(ReasonCode.IMAGE_CORRUPT, f"image data is damaged: {exc}") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved_limit
+    target = fit_to_budget(rgb.width, rgb.height, limits.max_pixels, limits.min_side)
+    if target != rgb.size:
+        rgb = rgb.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return AdmittedImage(image=rgb, format=fmt, original_size=(width, height))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Flatten transparency onto white (stickers and drawings often have it)."""
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")

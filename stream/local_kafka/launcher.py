@@ -1,0 +1,258 @@
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from stream.errors import LocalKafkaError
+
+HERE = Path(__file__).parent
+POM = HERE / "pom.xml"
+LOG4J = HERE / "log4j.properties"
+KAFKA_VERSION = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text()).group(1)
+
+
+def find_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def broker_answers_metadata(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    """True when the broker at `bootstrap` answers a real metadata (describe cluster) request."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+        return bool(cluster.get("brokers"))
+    except Exception:  # any failure here only means "not ready yet"
+        return False
+    finally:
+        await admin.close()
+
+
+@dataclass
+class LocalKafka:
+    home: Path
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+    # Where the jars are copied; several brokers (the tests') can share one copy.
+    jars_root: Path | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def jars_dir(self) -> Path:
+        return (self.jars_root or self.home / "jars") / KAFKA_VERSION
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    # -- preparation --------------------------------------------------------------
+
+    def _require(self, tool: str, why: str) -> str:
+        path = shutil.which(tool)
+        if path is None:
+            raise LocalKafkaError(
+                f"`{tool}` is not on PATH; {why}. Install it (Java 17+ and Maven 3.8+), "
+                "or set KAFKA_BOOTSTRAP to use an existing cluster."
+            )
+        return path
+
+    def ensure_jars(self) -> Path:
+        """Copy the pinned broker jars from Maven (its local cache first) once."""
+        done = self.jars_dir / ".complete"
+        if done.exists():
+            return self.jars_dir
+        mvn = self._require("mvn", "it resolves the Kafka broker jars from Maven Central")
+        self._require("java", "the Kafka broker runs on the JVM")
+        tmp = self.jars_dir.with_name(self.jars_dir.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [
+            mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise LocalKafkaError(
+                f"Maven could not resolve Kafka {KAFKA_VERSION} (exit {result.returncode}):\n"
+                + (result.stdout + result.stderr)[-2000:]
+            )
+        (tmp / ".complete").write_text(KAFKA_VERSION + "\n")
+        shutil.rmtree(self.jars_dir, ignore_errors=True)
+        tmp.rename(self.jars_dir)
+        return self.jars_dir
+
+    def _server_properties(self) -> Path:
+        path = self.home / "server.properties"
+        path.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={self.data_dir}",
+                    "num.partitions=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    # A single local broker: no reason to wait for more members to join.
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "message.max.bytes=16777216",
+                    "",
+                ]
+            )
+        )
+        return path
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        java = self._require("java", "the Kafka broker runs on the JVM")
+        return [
+            java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{LOG4J}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp", str(self.jars_dir / "*"),
+            main, *args,
+        ]
+
+    def format_storage(self, properties: Path) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)),
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise LocalKafkaError(f"formatting {self.data_dir} failed:\n{(result.stdout + result.stderr)[-2000:]}")
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def _port_busy(self, port: int) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    def up(self, timeout_s: float = 90.0) -> str:
+        """Start the broker (if not running) and return its bootstrap address once it answers."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        if self.pid() is None:
+            for port in (self.port, self.controller_port):
+                if self._port_busy(port):
+                    raise LocalKafkaError(
+                        f"port {port} is taken by another process; choose other ports "
+                        "(--port/--controller-port) or point KAFKA_BOOTSTRAP at that broker"
+                    )
+            self.ensure_jars()
+            properties = self._server_properties()
+            self.format_storage(properties)
+            out = open(self.logs_dir / "broker.out", "ab")
+            proc = subprocess.Popen(
+                self._java("kafka.Kafka", str(properties)),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # the broker outlives `idolstream kafka up`
+            )
+            out.close()
+            self.pid_file.write_text(f"{proc.pid}\n")
+        self.wait_ready(timeout_s)
+        return self.bootstrap
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise LocalKafkaError(f"the broker exited during start-up:\n{self.log_tail()}")
+            if asyncio.run(broker_answers_metadata(self.bootstrap)):
+                return
+            time.sleep(0.5)  # a poll interval between readiness checks, not a guess at readiness
+        raise LocalKafkaError(f"the broker did not answer within {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def down(self, timeout_s: float = 30.0) -> bool:
+        """Stop the broker; True when one was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                finished, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                finished = 0 if self._alive(pid) else pid
+            if finished == pid or not self._alive(pid):
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def status(self) -> dict:
+        pid = self.pid()
+        return {
+            "kafka_version": KAFKA_VERSION,
+            "bootstrap": self.bootstrap,
+            "pid": pid,
+            "running": pid is not None,
+            "answering": pid is not None and asyncio.run(broker_answers_metadata(self.bootstrap)),
+            "home": str(self.home),
+        }
+
+    def log_tail(self, lines: int = 30) -> str:
+        chunks = []
+        for name in ("broker.out", "server.log"):
+            path = self.logs_dir / name
+            if path.exists():
+                chunks.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(chunks[-lines:]) or "(no broker log)"

@@ -1,0 +1,100 @@
+"""Overlay fan-out without sockets: which overlay gets which reply, once, in order.
+
+`RoomHub` keeps, per room, the set of subscribed overlays and the item ids already
+answered (a redelivered item's second reply is dropped here). Each overlay has a bounded
+queue; when an overlay does not keep up, its oldest waiting reply is dropped and counted,
+so one stuck browser never holds back the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+
+import orjson
+
+
+class OverlayQueue:
+    """A bounded queue of encoded frames for one overlay; full means drop the oldest."""
+
+    def __init__(self, room: str, capacity: int) -> None:
+        self.room = room
+        self.capacity = capacity
+        self.dropped = 0
+        self._frames: deque[bytes] = deque()
+        self._ready = asyncio.Event()
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue a frame; False when an older frame had to be dropped to make room."""
+        dropped = len(self._frames) >= self.capacity
+        if dropped:
+            self._frames.popleft()
+            self.dropped += 1
+        self._frames.append(frame)
+        self._ready.set()
+        return not dropped
+
+    async def next_frame(self) -> bytes:
+        while not self._frames:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._frames.popleft()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+
+class RecentIds:
+    """The last `capacity` ids seen, to drop duplicates without growing forever."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, value: str) -> bool:
+        """True when `value` is new."""
+        if value in self._ids:
+            self._ids.move_to_end(value)
+            return False
+        self._ids[value] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return True
+
+
+class RoomHub:
+    def __init__(self, client_queue: int, recent_item_ids: int) -> None:
+        self.client_queue = client_queue
+        self.recent_item_ids = recent_item_ids
+        self._rooms: dict[str, set[OverlayQueue]] = {}
+        self._answered: dict[str, RecentIds] = {}
+
+    def subscribe(self, room: str) -> OverlayQueue:
+        queue = OverlayQueue(room, self.client_queue)
+        self._rooms.setdefault(room, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, queue: OverlayQueue) -> None:
+        members = self._rooms.get(queue.room)
+        if members is not None:
+            members.discard(queue)
+            if not members:
+                del self._rooms[queue.room]
+
+    def clients(self) -> int:
+        return sum(len(m) for m in self._rooms.values())
+
+    def publish(self, reply: dict) -> tuple[int, int] | None:
+        """Offer a reply to its room's overlays: (delivered, dropped), or None for a duplicate."""
+        room, item_id = reply["room"], reply["item_id"]
+        answered = self._answered.setdefault(room, RecentIds(self.recent_item_ids))
+        if not answered.add(item_id):
+            return None
+        frame = orjson.dumps({"type": "reply", "reply": reply})
+        delivered = dropped = 0
+        for queue in self._rooms.get(room, ()):
+            if queue.offer(frame):
+                delivered += 1
+            else:
+                dropped += 1
+        return delivered, dropped

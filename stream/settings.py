@@ -1,0 +1,88 @@
+"""Typed settings, one object per service, read from the environment at start.
+
+Every field can be set as ``IDOLSTREAM_<FIELD>`` (upper case); ``KAFKA_BOOTSTRAP`` points
+every service, the demo and the tests at an existing cluster instead of the local broker.
+`describe_settings` prints them for ``--help``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream.errors import ConfigError
+from stream.images import ImageLimits
+from stream.topics import TopicNames
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IDOLSTREAM_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "IDOLSTREAM_KAFKA_BOOTSTRAP"),
+        description="existing cluster (host:port,...); unset = the project's local broker",
+    )
+    topic_prefix: str = Field(default="", description="prefix for every topic name")
+    home: Path = Field(default=Path("var"), description="local state: broker, tiny checkpoints, logs")
+    local_kafka_port: int = Field(default=9092, description="port of the local broker")
+    local_kafka_controller_port: int = Field(default=9093, description="controller port of the local broker")
+    topic_partitions: int = Field(default=6, ge=1, le=256, description="partitions per topic at creation")
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.topic_prefix)
+
+
+class FastTierSettings(CommonSettings):
+    group_id: str = Field(default="idolstream-fast", description="consumer group of the fast tier")
+    model_id: str = Field(default="tiny-qwen3vl-moe", description="registry id of the fast model")
+    registry_path: Path = Field(default=Path("config/models.json"), description="model registry file")
+    persona_path: Path = Field(default=Path("config/persona.json"), description="persona file")
+    batch_max_size: int = Field(default=4, ge=1, le=64, description="items per model call at most")
+    batch_max_wait_ms: int = Field(default=30, ge=0, le=5000, description="wait for a batch to fill")
+    inbox_high_watermark: int = Field(
+        default=32, ge=1, description="items held in memory before partitions are paused"
+    )
+    inbox_low_watermark: int = Field(default=8, ge=0, description="paused partitions resume below this")
+    commit_interval_s: float = Field(default=0.5, gt=0, description="how often finished offsets are committed")
+    session_timeout_ms: int = Field(default=10_000, ge=6000, description="consumer group session timeout")
+    max_image_bytes: int = Field(default=4 * 1024 * 1024, description="largest image file accepted")
+    max_decoded_pixels: int = Field(default=24_000_000, description="pixels beyond which a file is a bomb")
+    metrics_port: int = Field(default=0, ge=0, description="port of /metrics; 0 = not served")
+    dlq_max_original_bytes: int = Field(
+        default=1024 * 1024, description="originals larger than this are kept in the DLQ as a digest"
+    )
+
+    def image_limits(self, max_pixels: int) -> ImageLimits:
+        return ImageLimits(
+            max_bytes=self.max_image_bytes, max_decoded_pixels=self.max_decoded_pixels, max_pixels=max_pixels
+        )
+
+
+class GatewaySettings(CommonSettings):
+    host: str = Field(default="127.0.0.1", description="address the gateway listens on")
+    port: int = Field(default=8765, description="port of the overlay page and websocket")
+    client_queue: int = Field(
+        default=64, ge=1, description="replies buffered per overlay; when full the oldest is dropped"
+    )
+    recent_item_ids: int = Field(default=4096, ge=16, description="item ids remembered per room to drop duplicates")
+
+
+def load_settings(cls: type[BaseSettings], **overrides: Any) -> Any:
+    """Build a settings object, turning validation errors into one clear ConfigError."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {cls.__name__}: {exc}") from exc
+
+
+def describe_settings(cls: type[BaseSettings]) -> str:
+    lines = []
+    for name, field in cls.model_fields.items():
+        env = "KAFKA_BOOTSTRAP" if name == "kafka_bootstrap" else f"IDOLSTREAM_{name.upper()}"
+        lines.append(f"  {env:<40} {field.description or ''} (default: {field.default})")
+    return "settings (environment):\n" + "\n".join(lines)

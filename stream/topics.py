@@ -1,0 +1,79 @@
+"""The topics idolstream uses, with their partition counts and configs.
+
+Key = room id everywhere, so one room's items stay in order on one partition. The
+image-carrying topics accept one message of `MAX_MESSAGE_BYTES`, the envelope around the
+largest admitted image; the producers use the same limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream.contracts import MAX_MESSAGE_BYTES
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Topic names after the configurable prefix (e.g. ``stage.`` gives ``stage.replies``)."""
+
+    prefix: str = ""
+
+    @property
+    def fan_images(self) -> str:
+        return f"{self.prefix}fan.images"
+
+    @property
+    def danmaku_screens(self) -> str:
+        return f"{self.prefix}danmaku.screens"
+
+    @property
+    def items_deep(self) -> str:
+        return f"{self.prefix}items.deep"
+
+    @property
+    def replies(self) -> str:
+        return f"{self.prefix}replies"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}items.dlq"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.prefix}feedback"
+
+    @property
+    def submissions(self) -> tuple[str, str]:
+        return (self.fan_images, self.danmaku_screens)
+
+    def for_kind(self, kind: str) -> str:
+        return self.fan_images if kind == "fan_image" else self.danmaku_screens
+
+
+def topic_plan(names: TopicNames, partitions: int = 6) -> list[TopicSpec]:
+    """Every topic with its settings; created idempotently at start."""
+    images = {
+        "max.message.bytes": str(MAX_MESSAGE_BYTES),
+        # Live items are worthless after minutes; keep a few hours for replays and audits.
+        "retention.ms": str(6 * HOUR_MS),
+        "cleanup.policy": "delete",
+    }
+    small = {"retention.ms": str(24 * HOUR_MS), "cleanup.policy": "delete"}
+    return [
+        TopicSpec(names.fan_images, partitions, images),
+        TopicSpec(names.danmaku_screens, partitions, images),
+        TopicSpec(names.items_deep, partitions, images),
+        TopicSpec(names.replies, partitions, small),
+        # The DLQ keeps originals (or their digest) for a week so operators can replay them.
+        TopicSpec(names.dlq, 1, {**images, "retention.ms": str(7 * 24 * HOUR_MS)}),
+        TopicSpec(names.feedback, partitions, small),
+    ]
