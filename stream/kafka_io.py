@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -32,7 +35,7 @@ def bootstrap_for(settings: CommonSettings, *, start_local: bool) -> str:
     return broker.bootstrap
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -46,9 +49,22 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
                 )
             except TopicAlreadyExistsError:
                 pass  # another service created them first: that is the point of idempotence
+        await _wait_for_leaders(admin, [s.name for s in specs], timeout_s)
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float) -> None:
+    """Creation is acknowledged by the controller before every broker serves the topic."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(topics)
+        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
+            return
+        if time.monotonic() > deadline:
+            raise LocalKafkaError(f"topics {topics} have no leaders after {timeout_s:.0f} s")
+        await asyncio.sleep(0.1)  # poll interval of a condition wait
 
 
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
@@ -117,3 +133,16 @@ class Checkpoint:
 
     def forget(self, partitions) -> None:
         self.ledger.forget(partitions)
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """Partition ids of an existing topic (for readers that assign partitions themselves)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"] != 0 or not described["partitions"]:
+        raise LocalKafkaError(f"topic {topic} does not exist; create the topics first (`idolstream topics`)")
+    return sorted(p["partition"] for p in described["partitions"])

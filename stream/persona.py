@@ -111,7 +111,8 @@ def read_reply(raw: str, persona: Persona, item_id: str) -> tuple[str, Cue, bool
     text = raw
     if "</think>" in text:
         text = text.split("</think>", 1)[1]
-    text = neutralise_fan_text(text, max_chars=4 * persona.max_reply_chars)
+    # U+FFFD: a reply cut inside a multi-byte character decodes to replacement marks.
+    text = neutralise_fan_text(text.replace("\ufffd", ""), max_chars=4 * persona.max_reply_chars)
     emotion = "happy"
     match = _EMOTION_TAG.match(text)
     if match:

@@ -19,7 +19,7 @@ from stream.topics import TopicNames
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IDOLSTREAM_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="IDOLSTREAM_", extra="ignore", frozen=True, populate_by_name=True)
 
     kafka_bootstrap: str | None = Field(
         default=None,

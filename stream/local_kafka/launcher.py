@@ -51,6 +51,9 @@ class LocalKafka:
     # Where the jars are copied; several brokers (the tests') can share one copy.
     jars_root: Path | None = None
 
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).resolve()  # the broker's own paths must not depend on its cwd
+
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
@@ -151,7 +154,8 @@ class LocalKafka:
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)),
+            # "=" form: a cluster id may start with "-", which argparse would take for an option.
+            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", f"--config={properties}"),
             capture_output=True, text=True,
         )
         if result.returncode != 0:

@@ -1,0 +1,45 @@
+# idolstream: `make demo` sets everything up and runs the main job; `make test` runs the tests.
+# Setup is idempotent: the virtualenv is rebuilt only when pyproject.toml or the lock change,
+# and packages come from pip's/uv's caches after the first install.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+UV_VERSION := 0.13.8
+
+.PHONY: setup demo test bench kafka-up kafka-down lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v java >/dev/null || { echo "Java 17+ is required (the local Kafka broker runs on it)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is required (it resolves the Kafka jars)"; exit 1; }
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/idolstream demo
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/fast_path.py
+
+kafka-up: setup
+	$(BIN)/idolstream kafka up
+
+kafka-down: setup
+	$(BIN)/idolstream kafka down
+
+# Re-resolve the pinned versions after editing pyproject.toml's dependencies.
+lock:
+	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean:
+	-$(BIN)/idolstream kafka down
+	rm -rf $(VENV) var .pytest_cache

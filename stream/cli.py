@@ -1,0 +1,165 @@
+"""`idolstream`: the command line for operators, bot authors and developers.
+
+    idolstream kafka up|down|status      the local single-node KRaft broker
+    idolstream topics                    create the topics (idempotent)
+    idolstream models build-tiny|list    tiny offline checkpoints; the registry
+    idolstream submit --room R --user U [--text T] IMAGE...
+    idolstream serve fast-tier|gateway   run one service until SIGTERM
+    idolstream schemas                   export the contracts' JSON Schemas
+    idolstream demo [--items N --exit]   everything, with sample traffic
+
+Heavy imports (torch, transformers) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from stream.errors import IdolstreamError
+from stream.settings import CommonSettings, FastTierSettings, GatewaySettings, describe_settings, load_settings
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from stream.kafka_io import local_kafka
+
+    settings = load_settings(CommonSettings)
+    if settings.kafka_bootstrap:
+        print(f"KAFKA_BOOTSTRAP={settings.kafka_bootstrap} is set: the local broker is not used", file=sys.stderr)
+    broker = local_kafka(settings)
+    if args.action == "up":
+        print(f"Kafka up at {broker.up()}")
+    elif args.action == "down":
+        print("Kafka stopped" if broker.down() else "Kafka was not running")
+    else:
+        status = broker.status()
+        print(json.dumps(status))
+        return 0 if status["answering"] else 3
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from consumers.services import prepare_topics
+    from stream.kafka_io import bootstrap_for
+
+    settings = load_settings(CommonSettings)
+    bootstrap = bootstrap_for(settings, start_local=False)
+    created = asyncio.run(prepare_topics(settings, bootstrap))
+    print(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from stream.models.registry import ModelRegistry
+
+    settings = load_settings(FastTierSettings)
+    registry = ModelRegistry.load(settings.registry_path)
+    if args.action == "list":
+        for model_id in registry.ids():
+            spec = registry.get(model_id)
+            print(f"{spec.id:<36} {spec.tier:<5} {spec.architecture:<5} {spec.mode:<9} {spec.source}")
+        return 0
+    from stream.models.tiny import build_missing
+
+    built = build_missing(registry, Path.cwd())
+    print(f"built: {', '.join(str(p) for p in built) or 'nothing (all tiny checkpoints exist)'}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from producers.submit import submit_files
+
+    return asyncio.run(submit_files(args))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from consumers.services import serve_fast_tier, serve_gateway
+
+    if args.service == "fast-tier":
+        asyncio.run(serve_fast_tier(load_settings(FastTierSettings)))
+    else:
+        asyncio.run(serve_gateway(load_settings(GatewaySettings)))
+    return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from stream.contracts import export_schemas
+
+    for path in export_schemas():
+        print(path)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from consumers.demo import run_demo
+
+    try:
+        return asyncio.run(run_demo(args.items, args.exit, args.rooms, args.interval, args.timeout))
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="idolstream",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=describe_settings(FastTierSettings) + "\n" + describe_settings(GatewaySettings).split("\n", 1)[1],
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="the local single-node KRaft broker")
+    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.set_defaults(func=_kafka)
+
+    sub.add_parser("topics", help="create the topics (idempotent)").set_defaults(func=_topics)
+
+    models = sub.add_parser("models", help="the model registry and tiny checkpoints")
+    models.add_argument("action", choices=["build-tiny", "list"])
+    models.set_defaults(func=_models)
+
+    submit = sub.add_parser("submit", help="send fan images to the fast tier")
+    submit.add_argument("--room", required=True)
+    submit.add_argument("--user", required=True, help="user id")
+    submit.add_argument("--name", help="display name (default: the user id)")
+    submit.add_argument("--text", help="what the fan wrote")
+    submit.add_argument("--kind", choices=["fan_image", "danmaku_screenshot"], default="fan_image")
+    submit.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    submit.set_defaults(func=_submit)
+
+    serve = sub.add_parser("serve", help="run one service until SIGTERM")
+    serve.add_argument("service", choices=["fast-tier", "gateway"])
+    serve.set_defaults(func=_serve)
+
+    sub.add_parser("schemas", help="export JSON Schemas into stream/schemas").set_defaults(func=_schemas)
+
+    demo = sub.add_parser("demo", help="broker, services, sample traffic, replies on the overlay")
+    demo.add_argument("--items", type=int, default=12, help="sample items to send first")
+    demo.add_argument("--exit", action="store_true", help="exit after the items (0 only if all were answered)")
+    demo.add_argument("--rooms", type=int, default=2)
+    demo.add_argument("--interval", type=float, default=0.1, help="seconds between sample items")
+    demo.add_argument("--timeout", type=float, default=300.0, help="give up waiting for replies after this")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except IdolstreamError as exc:
+        print(f"idolstream: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
