@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 
 from producers.client import SubmissionClient, build_submission
 from producers.samples import sample_item
-from stream.kafka_io import bootstrap_for, make_consumer, partitions_of
+from stream.kafka_io import bootstrap_for, local_kafka, make_consumer, partitions_of
 from stream.settings import FastTierSettings, GatewaySettings
 
 from consumers.services import fast_tier_service, gateway_service, load_fast_runner, prepare_topics
@@ -101,10 +101,22 @@ async def watch_dead_letters(bootstrap: str, topic: str, tally: Tally, ready: as
 
 
 async def run_demo(items: int, exit_when_done: bool, rooms: int, interval_s: float, timeout_s: float) -> int:
+    """Run the demo; a local broker that the demo started is stopped again at the end."""
     fast_settings = FastTierSettings()
-    gateway_settings = GatewaySettings()
+    broker = local_kafka(fast_settings)
+    started_here = not fast_settings.kafka_bootstrap and broker.pid() is None
     print("starting the local broker (or using KAFKA_BOOTSTRAP)…", file=sys.stderr, flush=True)
     bootstrap = await asyncio.to_thread(bootstrap_for, fast_settings, start_local=True)
+    try:
+        return await _demo(bootstrap, fast_settings, items, exit_when_done, rooms, interval_s, timeout_s)
+    finally:
+        if started_here:
+            await asyncio.to_thread(broker.down)
+
+
+async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exit_when_done: bool, rooms: int,
+                interval_s: float, timeout_s: float) -> int:
+    gateway_settings = GatewaySettings()
     await prepare_topics(fast_settings, bootstrap)
     print("loading the fast model (building tiny checkpoints if missing)…", file=sys.stderr, flush=True)
     runner = await asyncio.to_thread(load_fast_runner, fast_settings)

@@ -1,0 +1,136 @@
+"""The model registry: which vision-language models exist and how to run them.
+
+The registry is a JSON file (``config/models.json``)::
+
+    {"models": [{"id": "tiny-qwen3vl-moe", "source": "var/models/tiny-qwen3vl-moe", ...}, ...]}
+
+Services load a model by its registry ``id``. ``source`` is either
+
+* a local checkpoint directory: absolute, or relative to the **project root**, which is
+  the parent of the directory holding the registry file (``config/models.json`` ->
+  the repository root), or
+* a Hugging Face hub id ``owner/name``, passed unchanged to ``from_pretrained`` (it only
+  works where the weights are already in the local cache: nothing is downloaded here).
+
+A relative source is taken as a local directory when it exists under the project root,
+starts with ``./`` or ``../``, has more than one ``/``, or belongs to a ``tiny`` entry;
+otherwise a two-part ``owner/name`` is a hub id. Write ``./models/foo`` to force a
+local reading.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stream.models.errors import ModelLoadError, UnknownModelError
+
+Architecture = Literal["dense", "moe"]
+Mode = Literal["instruct", "thinking"]
+Tier = Literal["fast", "deep"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelSpec(BaseModel):
+    """One registry entry. Immutable; unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    architecture: Architecture
+    mode: Mode
+    tier: Tier
+    dtype: DType
+    # Image budget in pixels; the processor resizes into [min_pixels, max_pixels] and
+    # callers downscale to max_pixels first so big uploads never reach the processor.
+    max_pixels: int = Field(gt=0)
+    min_pixels: int = Field(gt=0)
+    max_new_tokens: int = Field(ge=1)
+    # 0 means greedy decoding.
+    temperature: float = Field(ge=0.0, le=2.0)
+    # Built offline by ``build-tiny`` (random weights); never fetched from the hub.
+    tiny: bool = False
+
+    @model_validator(mode="after")
+    def _pixel_range(self) -> ModelSpec:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) > max_pixels ({self.max_pixels})")
+        return self
+
+    def local_dir(self, project_root: Path) -> Path | None:
+        """The checkpoint directory this spec points at, or None for a hub id."""
+        raw = self.source
+        path = Path(raw).expanduser()
+        if path.is_absolute():
+            return path
+        candidate = Path(project_root) / path
+        looks_local = (
+            self.tiny
+            or candidate.exists()
+            or raw.startswith(("./", "../"))
+            or not _HUB_ID.match(raw)
+        )
+        return candidate if looks_local else None
+
+    def resolve_source(self, project_root: Path) -> str:
+        """What to hand to ``from_pretrained``: a directory path or a hub id."""
+        local = self.local_dir(project_root)
+        return str(local) if local is not None else self.source
+
+
+class _RegistryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelSpec]
+
+
+class ModelRegistry:
+    """All known models, by id, plus the project root that relative sources resolve against."""
+
+    def __init__(self, specs: Iterable[ModelSpec], project_root: Path) -> None:
+        self.project_root = Path(project_root)
+        self._specs: dict[str, ModelSpec] = {}
+        for spec in specs:
+            if spec.id in self._specs:
+                raise ModelLoadError(f"duplicate model id {spec.id!r} in registry")
+            self._specs[spec.id] = spec
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelRegistry:
+        """Read and validate a registry file; the project root is the file's directory's parent."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            parsed = _RegistryFile.model_validate(raw)
+        except (OSError, json.JSONDecodeError, ValidationError) as exc:
+            raise ModelLoadError(f"invalid model registry {path}: {exc}") from exc
+        return cls(parsed.models, project_root=path.resolve().parent.parent)
+
+    def get(self, model_id: str) -> ModelSpec:
+        try:
+            return self._specs[model_id]
+        except KeyError:
+            raise UnknownModelError(model_id, self.ids()) from None
+
+    def ids(self) -> list[str]:
+        return list(self._specs)
+
+    def resolve_source(self, model_id: str) -> str:
+        return self.get(model_id).resolve_source(self.project_root)
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        return iter(self._specs.values())
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._specs

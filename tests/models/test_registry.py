@@ -1,0 +1,114 @@
+"""The model registry file: what it lists, how it resolves sources, what it rejects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stream.models.errors import ModelLoadError, UnknownModelError
+from stream.models.registry import ModelRegistry
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_REGISTRY = PROJECT_ROOT / "config" / "models.json"
+
+REAL_IDS = {
+    "Qwen/Qwen3-VL-2B-Instruct",
+    "Qwen/Qwen3-VL-4B-Instruct",
+    "Qwen/Qwen3-VL-8B-Instruct",
+    "Qwen/Qwen3-VL-8B-Thinking",
+    "Qwen/Qwen3-VL-30B-A3B-Instruct",
+}
+
+TINY_ENTRY = {
+    "id": "tiny",
+    "source": "var/models/tiny",
+    "architecture": "moe",
+    "mode": "instruct",
+    "tier": "fast",
+    "dtype": "float32",
+    "max_pixels": 65536,
+    "min_pixels": 4096,
+    "max_new_tokens": 16,
+    "temperature": 0.0,
+    "tiny": True,
+}
+
+
+def write_registry(root: Path, models: list[dict]) -> Path:
+    path = root / "config" / "models.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"models": models}), encoding="utf-8")
+    return path
+
+
+def test_project_registry_lists_tiny_and_real_models():
+    registry = ModelRegistry.load(PROJECT_REGISTRY)
+
+    assert {"tiny-qwen3vl-moe", "tiny-qwen3vl-thinking"} | REAL_IDS == set(registry.ids())
+    assert registry.project_root == PROJECT_ROOT
+    fast = registry.get("tiny-qwen3vl-moe")
+    assert (fast.tier, fast.architecture, fast.mode, fast.tiny) == ("fast", "moe", "instruct", True)
+    deep = registry.get("tiny-qwen3vl-thinking")
+    assert (deep.tier, deep.architecture, deep.mode, deep.tiny) == ("deep", "dense", "thinking", True)
+    thinking = registry.get("Qwen/Qwen3-VL-8B-Thinking")
+    assert thinking.tier == "deep" and thinking.max_new_tokens > registry.get("Qwen/Qwen3-VL-4B-Instruct").max_new_tokens
+
+
+def test_tiny_sources_resolve_under_project_root_and_hub_ids_pass_through():
+    registry = ModelRegistry.load(PROJECT_REGISTRY)
+
+    assert registry.resolve_source("tiny-qwen3vl-moe") == str(PROJECT_ROOT / "var/models/tiny-qwen3vl-moe")
+    assert registry.resolve_source("Qwen/Qwen3-VL-4B-Instruct") == "Qwen/Qwen3-VL-4B-Instruct"
+
+
+def test_relative_source_resolves_against_registry_files_parent_dir(tmp_path):
+    checkpoint = tmp_path / "models" / "mine"
+    checkpoint.mkdir(parents=True)
+    entries = [
+        TINY_ENTRY | {"id": "a", "source": "models/mine", "tiny": False},  # owner/name shape, but exists locally
+        TINY_ENTRY | {"id": "b", "source": "./elsewhere", "tiny": False},
+        TINY_ENTRY | {"id": "c", "source": str(tmp_path / "abs"), "tiny": False},
+    ]
+    registry = ModelRegistry.load(write_registry(tmp_path, entries))
+
+    assert registry.resolve_source("a") == str(checkpoint)
+    assert registry.resolve_source("b") == str(tmp_path / "elsewhere")
+    assert registry.resolve_source("c") == str(tmp_path / "abs")
+
+
+def test_unknown_id_error_lists_known_ids():
+    registry = ModelRegistry.load(PROJECT_REGISTRY)
+
+    with pytest.raises(KeyError) as caught:
+        registry.get("qwen-9000")
+
+    assert isinstance(caught.value, UnknownModelError)
+    message = str(caught.value)
+    assert "qwen-9000" in message
+    assert "tiny-qwen3vl-moe" in message and "Qwen/Qwen3-VL-8B-Thinking" in message
+
+
+def test_extra_field_is_rejected(tmp_path):
+    path = write_registry(tmp_path, [TINY_ENTRY | {"max_pixel": 10}])
+
+    with pytest.raises(ModelLoadError, match="max_pixel"):
+        ModelRegistry.load(path)
+
+
+def test_unknown_tier_and_inverted_pixel_range_are_rejected(tmp_path):
+    with pytest.raises(ModelLoadError, match="tier"):
+        ModelRegistry.load(write_registry(tmp_path, [TINY_ENTRY | {"tier": "medium"}]))
+    with pytest.raises(ModelLoadError, match="min_pixels"):
+        ModelRegistry.load(write_registry(tmp_path, [TINY_ENTRY | {"min_pixels": 10**6}]))
+
+
+def test_duplicate_ids_are_rejected(tmp_path):
+    with pytest.raises(ModelLoadError, match="duplicate"):
+        ModelRegistry.load(write_registry(tmp_path, [TINY_ENTRY, TINY_ENTRY]))
+
+
+def test_missing_registry_file_is_a_load_error(tmp_path):
+    with pytest.raises(ModelLoadError):
+        ModelRegistry.load(tmp_path / "nope.json")
