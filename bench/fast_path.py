@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from consumers.services import fast_tier_service, prepare_topics  # noqa: E402
-from producers.client import build_submission  # noqa: E402
 from producers.samples import sample_item  # noqa: E402
 from stream.kafka_io import Checkpoint, make_consumer, make_producer, partitions_of  # noqa: E402
 from stream.local_kafka import LocalKafka, find_free_port  # noqa: E402
@@ -135,12 +134,7 @@ async def main() -> None:
         registry = ModelRegistry.load(ROOT / "config" / "models.json")
         build_missing(registry, ROOT)
         runner = await asyncio.to_thread(TransformersRunner.load, registry.get(args.model), ROOT)
-        samples = [sample_item(n) for n in range(args.items)]
-        submissions = [
-            build_submission(room="bench-room", user_id=s.user_id, display_name=s.display_name, image_bytes=s.image_bytes,
-                             mime=s.mime, kind=s.kind, text=s.text, item_id=f"bench-{n}")
-            for n, s in enumerate(samples)
-        ]
+        submissions = [sample_item(n).to_submission("bench-room", item_id=f"bench-{n}") for n in range(args.items)]
         messages = [(s.item_id, s.to_json(), s.kind) for s in submissions]
         results = {}
         for name, run in (("bare_aiokafka", run_bare), ("fast_tier", run_fast)):

@@ -16,7 +16,7 @@ import orjson
 from aiokafka import TopicPartition
 from websockets.asyncio.client import connect
 
-from producers.client import SubmissionClient, build_submission
+from producers.client import SubmissionClient
 from producers.samples import sample_item
 from stream.kafka_io import bootstrap_for, local_kafka, make_consumer, partitions_of
 from stream.settings import FastTierSettings, GatewaySettings
@@ -137,11 +137,7 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
             await asyncio.wait_for(connected.wait(), 10)
         async with SubmissionClient(bootstrap, fast_settings.topics, "idolstream-demo") as client:
             for i in range(items):
-                sample = sample_item(i)
-                submission = build_submission(
-                    room=room_ids[i % rooms], user_id=sample.user_id, display_name=sample.display_name,
-                    image_bytes=sample.image_bytes, mime=sample.mime, kind=sample.kind, text=sample.text,
-                )
+                submission = sample_item(i).to_submission(room_ids[i % rooms])
                 tally.sent_at[submission.item_id] = time.monotonic()
                 await client.submit(submission)
                 if interval_s:
@@ -156,11 +152,7 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
                 n = items
                 while not fast_task.done():  # keep the overlay alive with a trickle of sample traffic
                     await asyncio.sleep(4.0)
-                    sample = sample_item(n)
-                    await client.submit(build_submission(
-                        room=room_ids[n % rooms], user_id=sample.user_id, display_name=sample.display_name,
-                        image_bytes=sample.image_bytes, mime=sample.mime, kind=sample.kind, text=sample.text,
-                    ))
+                    await client.submit(sample_item(n).to_submission(room_ids[n % rooms]))
                     n += 1
         for task in watchers:
             task.cancel()

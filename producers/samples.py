@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
+from producers.client import build_submission
+from stream.contracts import Submission
+
 FAN_NAMES = ["Aki", "Momo", "Renji", "Sora", "Yuki", "Haru", "Kaito", "Nana", "Lumi", "Taro"]
 FAN_TEXTS = [
     "I drew you with Mochi!",
@@ -37,6 +40,14 @@ class SampleItem:
     user_id: str
     display_name: str
     text: str | None
+
+    def to_submission(self, room: str, **overrides) -> Submission:
+        """A validated Submission of this sample for `room`; `overrides` replace its fields."""
+        fields = dict(
+            room=room, user_id=self.user_id, display_name=self.display_name, image_bytes=self.image_bytes,
+            mime=self.mime, kind=self.kind, text=self.text,
+        )
+        return build_submission(**{**fields, **overrides})
 
 
 def _font(size: int) -> ImageFont.ImageFont:

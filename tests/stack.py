@@ -11,7 +11,7 @@ from aiokafka import TopicPartition
 from websockets.asyncio.client import ClientConnection, connect
 
 from consumers.services import fast_tier_service, gateway_service, prepare_topics
-from producers.client import SubmissionClient, build_submission
+from producers.client import SubmissionClient
 from producers.samples import sample_item
 from stream.kafka_io import make_consumer, partitions_of
 from stream.metrics import FastTierMetrics
@@ -30,13 +30,7 @@ class Stack:
     overlays: list[ClientConnection] = field(default_factory=list)
 
     def submission(self, room: str, seed: int = 0, **fields):
-        sample = sample_item(seed)
-        values = dict(
-            room=room, user_id=sample.user_id, display_name=sample.display_name,
-            image_bytes=sample.image_bytes, mime=sample.mime, kind=sample.kind, text=sample.text,
-        )
-        values.update(fields)
-        return build_submission(**values)
+        return sample_item(seed).to_submission(room, **fields)
 
     async def submit(self, room: str, seed: int = 0, **fields):
         submission = self.submission(room, seed, **fields)
