@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import re
 import shutil
@@ -205,12 +206,19 @@ class LocalKafka:
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.pid() is None:
-                raise LocalKafkaError(f"the broker exited during start-up:\n{self.log_tail()}")
-            if asyncio.run(broker_answers_metadata(self.bootstrap)):
-                return
-            time.sleep(0.5)  # a poll interval between readiness checks, not a guess at readiness
+        # Refused connections are expected while the broker starts: keep aiokafka quiet meanwhile.
+        aiokafka_log = logging.getLogger("aiokafka")
+        saved_level = aiokafka_log.level
+        aiokafka_log.setLevel(logging.CRITICAL)
+        try:
+            while time.monotonic() < deadline:
+                if self.pid() is None:
+                    raise LocalKafkaError(f"the broker exited during start-up:\n{self.log_tail()}")
+                if asyncio.run(broker_answers_metadata(self.bootstrap)):
+                    return
+                time.sleep(0.5)  # a poll interval between readiness checks, not a guess at readiness
+        finally:
+            aiokafka_log.setLevel(saved_level)
         raise LocalKafkaError(f"the broker did not answer within {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def down(self, timeout_s: float = 30.0) -> bool:
