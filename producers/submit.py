@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pydantic import ValidationError
 
@@ -24,7 +25,7 @@ async def submit_files(args: argparse.Namespace) -> int:
                 )
             )
         except (OSError, ValueError, ValidationError) as exc:
-            print(f"idolstream submit: {path}: {exc}")
+            print(f"idolstream submit: {path}: {exc}", file=sys.stderr)
             return 2
     async with SubmissionClient(bootstrap_for(settings, start_local=False), settings.topics) as client:
         for path, submission in zip(args.images, submissions):
