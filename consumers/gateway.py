@@ -50,7 +50,6 @@ class Gateway:
         self.consumer = consumer
         self.metrics = metrics
         self.hub = RoomHub(settings.client_queue, settings.recent_item_ids)
-        self.ready = asyncio.Event()
         self._server: Server | None = None
 
     async def start(self, partitions: list[int]) -> None:
@@ -60,7 +59,7 @@ class Gateway:
         self.consumer.assign(assigned)
         await self.consumer.seek_to_end(*assigned)
         for tp in assigned:
-            await self.consumer.position(tp)  # resolve now: nothing said after "ready" is missed
+            await self.consumer.position(tp)  # resolve now: nothing said after start() is missed
         self._server = await serve(
             self._handle,
             self.settings.host,
@@ -70,7 +69,6 @@ class Gateway:
             ping_timeout=10,
             max_size=64 * 1024,
         )
-        self.ready.set()
 
     @property
     def port(self) -> int:
@@ -101,7 +99,7 @@ class Gateway:
         if outcome is None:
             self.metrics.duplicates.inc()
             return
-        delivered, dropped = outcome
+        _, dropped = outcome
         self.metrics.dropped.inc(dropped)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:

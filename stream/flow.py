@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -103,7 +103,7 @@ class MicroBatcher(Generic[T]):
     def depth(self) -> int:
         return self._queue.qsize()
 
-    def drain(self, keep: callable = lambda item: False) -> list[T]:  # type: ignore[valid-type]
+    def drain(self, keep: Callable[[T], bool] = lambda item: False) -> list[T]:
         """Remove queued items not kept (e.g. those of revoked partitions); returns removed."""
         kept, removed = [], []
         while not self._queue.empty():

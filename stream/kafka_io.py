@@ -127,7 +127,7 @@ class Checkpoint:
     async def commit(self) -> dict:
         offsets = self.ledger.committable()
         if offsets:
-            await self.consumer.commit({tp: offset for tp, offset in offsets.items()})
+            await self.consumer.commit(offsets)
             self.ledger.mark_committed(offsets)
         return offsets
 
