@@ -43,6 +43,22 @@ class GenerationRequest:
 
     messages: list[dict[str, Any]]
     images: list[Image.Image] = field(default_factory=list)
+    # Text the assistant turn already holds (e.g. a thought to close); generation continues it.
+    assistant_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Per-call limits that override the spec's defaults, for every request of the batch.
+
+    ``stop`` strings end a row early (e.g. ``"</think>"`` to stop after a thought); the
+    stop string is kept in the text. ``max_time_s`` bounds the call's wall time: rows still
+    running then end with ``finish_reason="length"``.
+    """
+
+    max_new_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    max_time_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +72,9 @@ class GenerationResult:
 class ModelRunner(Protocol):
     spec: ModelSpec
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+    def generate(
+        self, requests: Sequence[GenerationRequest], options: GenerationOptions | None = None
+    ) -> list[GenerationResult]:
         """Answer a batch synchronously (call it from a worker thread, not the event loop)."""
         ...
 
@@ -204,24 +222,40 @@ class TransformersRunner:
             raise ModelLoadError(f"model {spec.id!r} at {source} is inconsistent:\n  - " + "\n  - ".join(problems))
         return cls(spec, model, processor, kind, device)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+    def generate(
+        self, requests: Sequence[GenerationRequest], options: GenerationOptions | None = None
+    ) -> list[GenerationResult]:
         if not requests:
             return []
         try:
             with self._lock:
-                return self._generate(requests)
+                if self._model is None:
+                    raise ModelRuntimeError(f"model {self.spec.id!r} was closed")
+                return self._generate(requests, options or GenerationOptions())
         except ModelRuntimeError:
             raise
         except Exception as exc:  # noqa: BLE001 - translated at the boundary
             raise ModelRuntimeError(f"generation failed on {self.spec.id!r}: {exc}") from exc
 
-    def _generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+    def _stop_ids_for(self, stop: tuple[str, ...]) -> set[int]:
+        ids = set(self._stop_ids)
+        tokenizer = self._processor.tokenizer
+        for text in stop:
+            encoded = tokenizer.encode(text, add_special_tokens=False)
+            if len(encoded) != 1:
+                raise ModelRuntimeError(f"stop string {text!r} is not a single token of {self.spec.id!r}")
+            ids.add(encoded[0])
+        return ids
+
+    def _generate(self, requests: Sequence[GenerationRequest], opts: GenerationOptions) -> list[GenerationResult]:
         import torch
 
         prompts = [
             self._processor.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            + request.assistant_prefix
             for request in requests
         ]
+        stop_ids = self._stop_ids_for(opts.stop)
         for index, (prompt, request) in enumerate(zip(prompts, requests, strict=True)):
             # A mismatch here means un-neutralised user text or a wrong image list.
             if prompt.count(IMAGE_TOKEN) != len(request.images):
@@ -235,10 +269,13 @@ class TransformersRunner:
 
         greedy = self.spec.temperature == 0
         options: dict[str, Any] = {
-            "max_new_tokens": self.spec.max_new_tokens,
+            "max_new_tokens": opts.max_new_tokens or self.spec.max_new_tokens,
             "do_sample": not greedy,
             "pad_token_id": self._pad_id,
+            "eos_token_id": sorted(stop_ids),
         }
+        if opts.max_time_s is not None:
+            options["max_time"] = max(0.001, opts.max_time_s)
         if greedy:
             # Drop the checkpoint's sampling defaults so greedy decoding does not warn about them.
             options |= {"temperature": None, "top_p": None, "top_k": None}
@@ -252,7 +289,7 @@ class TransformersRunner:
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         results: list[GenerationResult] = []
         for row, prompt_tokens in zip(new_tokens, prompt_lengths, strict=True):
-            stop_at = next((i for i, token in enumerate(row) if token in self._stop_ids), None)
+            stop_at = next((i for i, token in enumerate(row) if token in stop_ids), None)
             kept = row if stop_at is None else row[: stop_at + 1]
             text = self._processor.tokenizer.decode(kept, skip_special_tokens=True)
             results.append(
