@@ -29,6 +29,7 @@ from stream.kafka_io import Checkpoint
 from stream.metrics import FastTierMetrics
 from stream.models.runtime import GenerationRequest, GenerationResult, ModelRunner
 from stream.persona import Persona, build_messages, read_reply
+from stream.routing import RouteReason
 from stream.settings import FastTierSettings
 
 log = logging.getLogger("idolstream.fast_tier")
@@ -217,7 +218,8 @@ class FastTier:
 
     async def _reply(self, item: Prepared, result: GenerationResult, started: float, inference_s: float):
         sub = item.submission
-        text, cue, used_fallback = read_reply(result.text, self.persona, sub.item_id)
+        read = read_reply(result.text, self.persona, sub.item_id)
+        text, cue, used_fallback = read.text, read.cue, read.used_fallback
         self.metrics.generated_tokens.inc(result.generated_tokens)
         replied_at = utcnow()
         reply = Reply(
@@ -225,6 +227,7 @@ class FastTier:
             item_id=sub.item_id,
             room=sub.room,
             tier="fallback" if used_fallback else "fast",
+            route_reason=RouteReason.SIMPLE,
             model_id=self.runner.spec.id,
             text=text,
             cue=cue,

@@ -24,6 +24,10 @@ FAN_TEXTS = [
     None,
     "Is this parfait as good as the one you had?",
     "I edited us into the group photo, hehe",
+    "Can you solve this one from my homework? 12 + 30 x 2 = ?",
+    "Dear Mirai, I have watched every stream since your debut. When I moved to a new city last "
+    "spring I knew nobody, and your evening streams kept me company while I unpacked boxes. "
+    "This drawing is my thank-you for that year.",
 ]
 DANMAKU = [
     "888888", "so cute!!", "Mirai-mode on!", "first time here", "wwwww", "kawaii",
@@ -72,11 +76,12 @@ def draw_fan_image(rng: random.Random, size: tuple[int, int]) -> Image.Image:
     return img
 
 
-def draw_danmaku_screen(rng: random.Random, size: tuple[int, int]) -> Image.Image:
+def draw_danmaku_screen(rng: random.Random, size: tuple[int, int], dense: bool = False) -> Image.Image:
+    """A comment wall; a dense one (small type, packed rows) is hard to read at a glance."""
     w, h = size
     img = Image.new("RGB", size, (16, 16, 24))
     draw = ImageDraw.Draw(img)
-    line_h = max(14, h // 18)
+    line_h = max(10, h // 40) if dense else max(14, h // 18)
     font = _font(line_h - 4)
     for row in range(h // line_h):
         x = rng.randrange(-w // 4, w)
@@ -84,7 +89,7 @@ def draw_danmaku_screen(rng: random.Random, size: tuple[int, int]) -> Image.Imag
             text = rng.choice(DANMAKU)
             colour = rng.choice([(255, 255, 255), (255, 220, 0), (120, 220, 255), (255, 120, 180)])
             draw.text((x, row * line_h), text, fill=colour, font=font)
-            x += int(draw.textlength(text, font=font)) + rng.randrange(30, 160)
+            x += int(draw.textlength(text, font=font)) + (rng.randrange(4, 24) if dense else rng.randrange(30, 160))
     return img
 
 
@@ -98,7 +103,10 @@ def sample_item(seed: int) -> SampleItem:
     rng = random.Random(seed)
     kind = "danmaku_screenshot" if rng.random() < 0.3 else "fan_image"
     size = rng.choice(SIZES)
-    img = draw_danmaku_screen(rng, size) if kind == "danmaku_screenshot" else draw_fan_image(rng, size)
+    if kind == "danmaku_screenshot":
+        img = draw_danmaku_screen(rng, size, dense=rng.random() < 0.5)
+    else:
+        img = draw_fan_image(rng, size)
     data, mime = encode(img, rng.choice(["PNG", "JPEG", "WEBP"]))
     name = rng.choice(FAN_NAMES)
     text = None if kind == "danmaku_screenshot" else rng.choice(FAN_TEXTS)

@@ -1,4 +1,4 @@
-"""Message contracts on the topics: Submission v1, Reply v1, DeadLetter v1.
+"""Message contracts on the topics: Submission, Reply, Escalation, ShedItem, Reasoning, DeadLetter (v1).
 
 Typed, strict (no coercion, no unknown fields) and encoded with orjson. The JSON Schema
 of each is exported to ``stream/schemas/`` (see `export_schemas`) for bot authors who
@@ -12,12 +12,13 @@ import hashlib
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from stream.errors import InvalidEnvelope, ReasonCode
+from stream.routing import DegradeReason, RouteReason, ShedReason
 
 SCHEMA_VERSION = 1
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -26,6 +27,8 @@ SCHEMA_DIR = Path(__file__).parent / "schemas"
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 ItemKind = Literal["fan_image", "danmaku_screenshot"]
 Tier = Literal["fast", "deep", "fallback"]
+# An answer is the item's one reply; a holding line ("let me think…") may come before it.
+ReplyRole = Literal["answer", "holding"]
 Emotion = Literal["happy", "excited", "shy", "surprised", "thinking", "sad", "neutral"]
 ImageMime = Literal["image/png", "image/jpeg", "image/webp", "image/gif"]
 
@@ -41,6 +44,9 @@ class _Contract(BaseModel):
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
+
+
+_C = TypeVar("_C", bound=_Contract)
 
 
 class UserRef(_Contract):
@@ -91,14 +97,29 @@ class Timings(_Contract):
     replied_at: AwareDatetime
 
 
+class Source(_Contract):
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    key: str | None = None
+
+
 class Reply(_Contract):
-    """An answer in the idol's voice, for the overlay of `room`."""
+    """A line in the idol's voice, for the overlay of `room`.
+
+    `tier` says who wrote the text (`fallback`: a persona line, no model); `route_reason`
+    why the item took its route; `degraded` why it did not get the answer its route asked
+    for (deep tier late or unavailable, model error or switching), when it did not.
+    """
 
     schema_version: Literal[1] = SCHEMA_VERSION
     reply_id: Identifier
     item_id: Identifier
     room: Identifier
+    role: ReplyRole = "answer"
     tier: Tier
+    route_reason: RouteReason
+    degraded: DegradeReason | None = None
     model_id: str = Field(min_length=1, max_length=200)
     text: str = Field(min_length=1, max_length=2000)
     cue: Cue
@@ -106,11 +127,57 @@ class Reply(_Contract):
     in_reply_to: UserRef
 
 
-class Source(_Contract):
-    topic: str
-    partition: int = Field(ge=0)
-    offset: int = Field(ge=0)
-    key: str | None = None
+class Draft(_Contract):
+    """The fast model's answer to an escalated item: what goes out if the deep tier cannot answer."""
+
+    text: str = Field(min_length=1, max_length=2000)
+    cue: Cue
+    tier: Tier
+    model_id: str = Field(min_length=1, max_length=200)
+
+
+class Escalation(_Contract):
+    """An item the fast tier hands to the deep tier on `items.deep`."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    escalation_id: Identifier
+    item: Submission
+    draft: Draft
+    reason: RouteReason
+    escalated_at: AwareDatetime
+    deadline_at: AwareDatetime = Field(description="past this, the draft goes out instead of a deep answer")
+    holding_sent: bool
+    fast_timings: Timings
+    source: Source
+
+
+class ShedItem(_Contract):
+    """An item deliberately not answered (stale, rate-limited, paced, duplicate), kept for a later thank-you."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    shed_id: Identifier
+    reason: ShedReason
+    item_id: Identifier
+    room: Identifier
+    kind: ItemKind
+    user: UserRef
+    age_ms: float = Field(ge=0)
+    source: Source
+    at: AwareDatetime
+
+
+class Reasoning(_Contract):
+    """A deep answer's thought, for operators only; it never reaches the overlay."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    item_id: Identifier
+    reply_id: Identifier
+    room: Identifier
+    model_id: str = Field(min_length=1, max_length=200)
+    text: str = Field(max_length=100_000)
+    thought_tokens: int = Field(ge=0)
+    closed_by_model: bool = Field(description="false when the thinking budget closed the thought")
+    at: AwareDatetime
 
 
 class DeadLetter(_Contract):
@@ -137,14 +204,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def decode_submission(raw: bytes) -> Submission:
-    """Parse a record value into a Submission, or raise InvalidEnvelope with its reason."""
+def _decode(raw: bytes, contract: type[_C], what: str) -> _C:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEnvelope(ReasonCode.INVALID_JSON, f"not JSON: {exc}") from exc
     if not isinstance(obj, dict):
-        raise InvalidEnvelope(ReasonCode.SCHEMA_VIOLATION, "a submission must be a JSON object")
+        raise InvalidEnvelope(ReasonCode.SCHEMA_VIOLATION, f"{what} must be a JSON object")
     version = obj.get("schema_version")
     if version != SCHEMA_VERSION:
         raise InvalidEnvelope(
@@ -152,12 +218,22 @@ def decode_submission(raw: bytes) -> Submission:
             f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})",
         )
     try:
-        return Submission.model_validate_json(raw)
+        return contract.model_validate_json(raw)
     except ValidationError as exc:
         fields = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
         )
         raise InvalidEnvelope(ReasonCode.SCHEMA_VIOLATION, fields) from exc
+
+
+def decode_submission(raw: bytes) -> Submission:
+    """Parse a record value into a Submission, or raise InvalidEnvelope with its reason."""
+    return _decode(raw, Submission, "a submission")
+
+
+def decode_escalation(raw: bytes) -> Escalation:
+    """Parse a record of `items.deep`, or raise InvalidEnvelope with its reason."""
+    return _decode(raw, Escalation, "an escalation")
 
 
 def dead_letter_for(
@@ -189,6 +265,9 @@ def dead_letter_for(
 CONTRACTS: dict[str, type[_Contract]] = {
     "submission.v1": Submission,
     "reply.v1": Reply,
+    "escalation.v1": Escalation,
+    "shed_item.v1": ShedItem,
+    "reasoning.v1": Reasoning,
     "dead_letter.v1": DeadLetter,
 }
 

@@ -3,6 +3,7 @@
     IdolstreamError
     ├── ConfigError              bad settings, persona or registry file; raised at start
     ├── LocalKafkaError          the project's own broker could not be set up or reached
+    ├── SwitchRefused            a model switch request was refused (unknown, busy, too soon)
     └── RejectedItem             an item that goes to the dead-letter topic; carries `reason`
         ├── InvalidEnvelope      invalid_json, schema_violation, unsupported_schema_version
         ├── InvalidImage         image_corrupt, image_too_large, image_bomb,
@@ -40,6 +41,16 @@ class ConfigError(IdolstreamError):
 
 class LocalKafkaError(IdolstreamError):
     """The local broker cannot be prepared, started, reached or stopped."""
+
+
+class SwitchRefused(IdolstreamError):
+    """A model switch that cannot happen now; `code` is machine-readable, `retry_after_s` set when waiting helps."""
+
+    def __init__(self, code: str, detail: str, retry_after_s: float | None = None) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.retry_after_s = retry_after_s
 
 
 class RejectedItem(IdolstreamError):

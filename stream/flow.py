@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
@@ -127,3 +127,21 @@ class MicroBatcher(Generic[T]):
             except TimeoutError:
                 break
         return batch
+
+
+class RecentIds:
+    """The last `capacity` ids seen, to drop duplicates without growing forever."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, value: str) -> bool:
+        """True when `value` is new."""
+        if value in self._ids:
+            self._ids.move_to_end(value)
+            return False
+        self._ids[value] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return True

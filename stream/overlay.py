@@ -9,9 +9,11 @@ so one stuck browser never holds back the others.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import deque
 
 import orjson
+
+from stream.flow import RecentIds
 
 
 class OverlayQueue:
@@ -42,24 +44,6 @@ class OverlayQueue:
 
     def __len__(self) -> int:
         return len(self._frames)
-
-
-class RecentIds:
-    """The last `capacity` ids seen, to drop duplicates without growing forever."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, value: str) -> bool:
-        """True when `value` is new."""
-        if value in self._ids:
-            self._ids.move_to_end(value)
-            return False
-        self._ids[value] = None
-        if len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
-        return True
 
 
 class RoomHub:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -25,6 +26,9 @@ _CONTROL_TOKEN = re.compile(r"<\s*\|[^<>|]{0,64}\|\s*>|<\s*/?\s*think\s*>", re.I
 # C0/C1 controls other than newline and tab, and the bidi overrides used to disguise text.
 _INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _EMOTION_TAG = re.compile(r"^\s*\[(?P<emotion>[a-z]+)\]\s*", re.IGNORECASE)
+# The fast model's verdict that an item needs the deep tier, right after the emotion tag.
+DEEP_TAG = "[think]"
+_DEEP_TAG = re.compile(r"^\s*\[think\]\s*", re.IGNORECASE)
 
 
 class Persona(BaseModel):
@@ -36,6 +40,9 @@ class Persona(BaseModel):
     catchphrases: list[str] = Field(min_length=1, max_length=12)
     likes: list[str] = Field(default_factory=list, max_length=20)
     fallback_lines: list[str] = Field(min_length=1, max_length=20)
+    holding_lines: list[str] = Field(
+        min_length=1, max_length=20, description="said at once when an item goes to the deep tier"
+    )
     motions: dict[str, str] = Field(
         default_factory=dict, description="emotion -> avatar motion name; missing ones use 'idle'"
     )
@@ -55,8 +62,14 @@ class Persona(BaseModel):
 
     def fallback_line(self, item_id: str) -> str:
         """A stable choice per item, so a retried item says the same thing."""
-        index = int(hashlib.sha256(item_id.encode()).hexdigest(), 16) % len(self.fallback_lines)
-        return self.fallback_lines[index]
+        return _stable_choice(self.fallback_lines, item_id)
+
+    def holding_line(self, item_id: str) -> str:
+        return _stable_choice(self.holding_lines, item_id)
+
+
+def _stable_choice(lines: list[str], item_id: str) -> str:
+    return lines[int(hashlib.sha256(item_id.encode()).hexdigest(), 16) % len(lines)]
 
 
 def neutralise_fan_text(text: str, max_chars: int = 500) -> str:
@@ -82,6 +95,8 @@ def system_prompt(persona: Persona) -> str:
         f"You love: {likes}. Catchphrases you sometimes use: {catchphrases}.\n"
         "Answer in one or two short sentences, warmly and in character, about what the picture shows. "
         f"Start with one emotion tag from [{', '.join(EMOTIONS)}], for example [happy]. "
+        f"If answering well needs careful thought (maths, a long letter, a dense comic or comment wall), "
+        f"put {DEEP_TAG} right after the emotion tag. "
         "Never mention being an AI, a model or these instructions."
     )
 
@@ -102,11 +117,20 @@ def build_messages(persona: Persona, submission: Submission) -> list[dict]:
     ]
 
 
-def read_reply(raw: str, persona: Persona, item_id: str) -> tuple[str, Cue, bool]:
-    """The text to show, its avatar cue, and whether the persona fallback line was used.
+@dataclass(frozen=True)
+class ReadReply:
+    text: str  # what the overlay shows
+    cue: Cue
+    used_fallback: bool  # the model gave nothing usable: `text` is a persona fallback line
+    wants_deep: bool  # the model tagged the item as needing thought
 
-    The model is asked to open with an emotion tag; an unknown or missing tag means
-    "happy". Thinking leftovers and control-token look-alikes never reach the overlay.
+
+def read_reply(raw: str, persona: Persona, item_id: str) -> ReadReply:
+    """The text to show, its avatar cue, and the model's verdict, from a raw model answer.
+
+    The model is asked to open with an emotion tag, then optionally the deep tag; an
+    unknown or missing emotion means "happy". Thinking leftovers and control-token
+    look-alikes never reach the overlay.
     """
     text = raw
     if "</think>" in text:
@@ -115,11 +139,14 @@ def read_reply(raw: str, persona: Persona, item_id: str) -> tuple[str, Cue, bool
     text = neutralise_fan_text(text.replace("\ufffd", ""), max_chars=4 * persona.max_reply_chars)
     emotion = "happy"
     match = _EMOTION_TAG.match(text)
-    if match:
+    if match and match.group("emotion").lower() != "think":
         tagged = match.group("emotion").lower()
         if tagged in EMOTIONS:
             emotion = tagged
         text = text[match.end():]
+    deep = _DEEP_TAG.match(text)
+    if deep:
+        text = text[deep.end():]
     text = " ".join(text.split())
     if len(text) > persona.max_reply_chars:
         cut = text[: persona.max_reply_chars].rsplit(" ", 1)[0]
@@ -127,4 +154,4 @@ def read_reply(raw: str, persona: Persona, item_id: str) -> tuple[str, Cue, bool
     used_fallback = not text
     if used_fallback:
         text = persona.fallback_line(item_id)
-    return text, Cue(emotion=emotion, motion=persona.motion_for(emotion)), used_fallback
+    return ReadReply(text, Cue(emotion=emotion, motion=persona.motion_for(emotion)), used_fallback, bool(deep))

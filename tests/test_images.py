@@ -87,3 +87,24 @@ def test_fit_to_budget_never_exceeds_it():
     for w, h in [(1920, 1080), (4000, 3000), (300, 900), (257, 256)]:
         fw, fh = fit_to_budget(w, h, 65536, 32)
         assert fw * fh <= 65536
+
+
+def test_text_coverage_tells_a_packed_comment_wall_from_a_drawing():
+    import random
+
+    from producers.samples import draw_danmaku_screen, draw_fan_image
+    from stream.images import text_coverage
+
+    walls = [text_coverage(draw_danmaku_screen(random.Random(s), (1280, 720), dense=True)) for s in range(4)]
+    drawings = [text_coverage(draw_fan_image(random.Random(s), (1280, 720))) for s in range(4)]
+    assert min(walls) > 0.5 > 0.2 > max(drawings)
+
+
+def test_admission_measures_text_coverage_before_downscaling():
+    import random
+
+    from producers.samples import draw_danmaku_screen, encode
+
+    raw, _ = encode(draw_danmaku_screen(random.Random(1), (1920, 1080), dense=True), "PNG")
+    admitted = admit_image(raw, ImageLimits(max_bytes=8 << 20, max_decoded_pixels=24_000_000, max_pixels=65536))
+    assert admitted.size[0] * admitted.size[1] <= 65536 and admitted.text_coverage > 0.5

@@ -2,7 +2,8 @@ import asyncio
 
 import orjson
 
-from stream.overlay import OverlayQueue, RecentIds, RoomHub
+from stream.flow import RecentIds
+from stream.overlay import OverlayQueue, RoomHub
 
 
 def reply(room: str, item_id: str) -> dict:

@@ -42,23 +42,24 @@ def test_prompt_names_the_fan_and_keeps_their_text_inert():
 
 
 def test_reply_emotion_tag_becomes_the_avatar_cue():
-    text, cue, fallback = read_reply("[shy] You drew Mochi so well!", PERSONA, "item-1")
-    assert text == "You drew Mochi so well!" and cue.emotion == "shy" and cue.motion == "hide_face" and not fallback
+    got = read_reply("[shy] You drew Mochi so well!", PERSONA, "item-1")
+    assert got.text == "You drew Mochi so well!" and got.cue.emotion == "shy" and got.cue.motion == "hide_face"
+    assert not got.used_fallback and not got.wants_deep
 
 
 def test_thinking_and_unknown_tags_never_reach_the_overlay():
-    text, cue, _ = read_reply("secret plan</think>[furious] Thanks <|im_end|>", PERSONA, "item-1")
-    assert "secret" not in text and "<|" not in text and cue.emotion == "happy"
+    got = read_reply("secret plan</think>[furious] Thanks <|im_end|>", PERSONA, "item-1")
+    assert "secret" not in got.text and "<|" not in got.text and got.cue.emotion == "happy"
 
 
 def test_an_empty_answer_becomes_a_stable_persona_fallback():
     first = read_reply("  ", PERSONA, "item-9")
     again = read_reply("", PERSONA, "item-9")
-    assert first[2] and first[0] == again[0] and first[0] in PERSONA.fallback_lines
+    assert first.used_fallback and first.text == again.text and first.text in PERSONA.fallback_lines
 
 
 def test_long_answers_are_cut_to_the_persona_limit():
-    text, _, _ = read_reply("word " * 500, PERSONA, "x")
+    text = read_reply("word " * 500, PERSONA, "x").text
     assert len(text) <= PERSONA.max_reply_chars + 1
 
 
@@ -67,3 +68,27 @@ def test_a_broken_persona_file_is_a_clear_config_error(tmp_path):
     path.write_text('{"name": "X"}')
     with pytest.raises(ConfigError, match="persona file"):
         Persona.load(path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "emotion", "text"),
+    [
+        ("[excited][think] Ooh, a maths question!", "excited", "Ooh, a maths question!"),
+        ("[think] Let me see", "happy", "Let me see"),
+        ("[sad] [THINK] so long", "sad", "so long"),
+    ],
+)
+def test_the_deep_tag_is_the_models_verdict_and_is_never_shown(raw, emotion, text):
+    got = read_reply(raw, PERSONA, "item-2")
+    assert got.wants_deep and got.cue.emotion == emotion and got.text == text
+
+
+def test_the_system_prompt_tells_the_model_how_to_ask_for_the_deep_tier():
+    from stream.persona import DEEP_TAG, system_prompt
+
+    assert DEEP_TAG in system_prompt(PERSONA)
+
+
+def test_holding_lines_are_stable_per_item_and_come_from_the_persona():
+    assert PERSONA.holding_line("a") == PERSONA.holding_line("a")
+    assert {PERSONA.holding_line(f"item-{i}") for i in range(40)} <= set(PERSONA.holding_lines)

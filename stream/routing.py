@@ -1,0 +1,139 @@
+"""Routing policy: does the fast model's answer go out, or does the item escalate to the deep tier?
+
+Pure and deterministic. `item_features` reads what can be read without a model (kind,
+text length, question and maths patterns, how much of a screenshot is covered by text);
+`decide_route` combines those with the fast model's own verdict (it is prompted to tag
+items that need thought) under a `RoutingPolicy` whose thresholds come from settings.
+Every decision carries its reason, which goes on the reply and into a metric label.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from stream.contracts import Submission
+
+
+class RouteReason(StrEnum):
+    SIMPLE = "simple"  # nothing pointed at the deep tier
+    MATHS = "maths"
+    LONG_TEXT = "long_text"
+    DENSE_SCREENSHOT = "dense_screenshot"
+    QUESTION = "question"
+    MODEL_VERDICT = "model_verdict"  # the fast model tagged the item as needing thought
+
+
+class DegradeReason(StrEnum):
+    """Why an item did not get the answer its route asked for."""
+
+    DEEP_UNAVAILABLE = "deep_unavailable"  # circuit open: the fast tier answered itself
+    ESCALATION_BACKLOG = "escalation_backlog"  # too many escalations waiting on the deep tier
+    DEEP_DEADLINE = "deep_deadline"  # the deep answer was not ready in time: the draft went out
+    MODEL_SWITCHING = "model_switching"  # no model loaded while a worker switches
+    MODEL_ERROR = "model_error"  # the model failed on this item: a persona line went out
+    EMPTY_ANSWER = "empty_answer"  # the model said nothing usable: a persona line went out
+
+
+class ShedReason(StrEnum):
+    """Why an item was deliberately not answered (it is recorded for a later thank-you)."""
+
+    STALE = "stale"  # older than its max age when it reached a model
+    USER_RATE_LIMITED = "user_rate_limited"
+    ROOM_PACED = "room_paced"  # the room had its replies for this window
+    DUPLICATE = "duplicate"  # this item id was already taken in
+
+
+ESCALATION_REASONS = frozenset(
+    {RouteReason.MATHS, RouteReason.LONG_TEXT, RouteReason.DENSE_SCREENSHOT, RouteReason.QUESTION, RouteReason.MODEL_VERDICT}
+)
+
+_MATHS = re.compile(
+    r"\d\s*[-+*/×÷^=]\s*\d"  # 12 + 30, 3x=9 is not caught but 3*3 is
+    r"|\b(?:solve|equation|calculate|integral|derivative|plus|minus|times|divided by|square root)\b"
+    r"|[=＝]\s*[?？]"
+    r"|等于|加上|减去|乘以|除以|计算|方程",
+    re.IGNORECASE,
+)
+_QUESTION = re.compile(
+    r"[?？]"
+    r"|^\s*(?:what|why|how|who|which|when|where|can you|could you|do you|would you|is it|are you)\b"
+    r"|吗|什么|为什么|怎么|多少|なに|なぜ|どう",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    """Thresholds for escalation; `escalate=False` keeps every item on the fast tier."""
+
+    escalate: bool = True
+    long_text_chars: int = 160
+    question_min_chars: int = 24  # "how are you?" is small talk; a longer question wants thought
+    dense_text_coverage: float = 0.5  # share of a screenshot covered by text (stream.images.text_coverage)
+    trust_model_verdict: bool = True
+    hold_for: frozenset[RouteReason] = ESCALATION_REASONS  # reasons that get a holding line at once
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    kind: str
+    text_chars: int
+    has_question: bool
+    has_maths: bool
+    text_coverage: float  # 0..1, see stream.images.text_coverage
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    route: Literal["fast", "deep"]
+    reason: RouteReason
+    hold: bool  # send a holding line to the overlay while the deep tier works
+
+
+def item_features(submission: Submission, text_coverage: float) -> ItemFeatures:
+    text = (submission.text or "").strip()
+    return ItemFeatures(
+        kind=submission.kind,
+        text_chars=len(text),
+        has_question=bool(_QUESTION.search(text)),
+        has_maths=bool(_MATHS.search(text)),
+        text_coverage=text_coverage,
+    )
+
+
+def _wanted_reason(features: ItemFeatures, model_wants_deep: bool, policy: RoutingPolicy) -> RouteReason:
+    if features.has_maths:
+        return RouteReason.MATHS
+    if features.text_chars >= policy.long_text_chars:
+        return RouteReason.LONG_TEXT
+    if features.kind == "danmaku_screenshot" and features.text_coverage >= policy.dense_text_coverage:
+        return RouteReason.DENSE_SCREENSHOT
+    if features.has_question and features.text_chars >= policy.question_min_chars:
+        return RouteReason.QUESTION
+    if model_wants_deep and policy.trust_model_verdict:
+        return RouteReason.MODEL_VERDICT
+    return RouteReason.SIMPLE
+
+
+def decide_route(features: ItemFeatures, model_wants_deep: bool, policy: RoutingPolicy) -> RouteDecision:
+    """Fast or deep for one item, with the reason; the first matching reason wins."""
+    reason = _wanted_reason(features, model_wants_deep, policy)
+    if reason is RouteReason.SIMPLE or not policy.escalate:
+        return RouteDecision("fast", reason, hold=False)
+    return RouteDecision("deep", reason, hold=reason in policy.hold_for)
+
+
+def item_priority(features: ItemFeatures) -> int:
+    """Which items a paced room answers first: a fan who asked or wrote something beats a bare image."""
+    score = 0
+    if features.has_question or features.has_maths:
+        score += 2
+    if features.text_chars:
+        score += 1
+    if features.kind == "fan_image":
+        score += 1
+    return score
