@@ -16,6 +16,21 @@ A relative source is taken as a local directory when it exists under the project
 starts with ``./`` or ``../``, has more than one ``/``, or belongs to a ``tiny`` entry;
 otherwise a two-part ``owner/name`` is a hub id. Write ``./models/foo`` to force a
 local reading.
+
+``backend`` says who runs the model:
+
+* ``"transformers"`` (the default): this process loads ``source`` with transformers;
+* ``"openai"``: an OpenAI-compatible server (vLLM, SGLang, ``transformers serve``) at
+  ``endpoint`` (its base URL, without ``/v1``) runs it; requests name it
+  ``served_model`` (default: ``source``, which is what vLLM and SGLang serve a hub id
+  as). ``source`` then only says which weights the server holds; ``dtype`` is the
+  server's business. The image budget, ``max_new_tokens`` and ``temperature`` still
+  apply: images are downscaled before they are sent.
+
+An entry for a vLLM fleet behind one Service::
+
+    {"id": "qwen3vl-8b-fleet", "source": "Qwen/Qwen3-VL-8B-Instruct", "backend": "openai",
+     "endpoint": "http://vllm-fast:8000", ...}
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,6 +50,7 @@ Architecture = Literal["dense", "moe"]
 Mode = Literal["instruct", "thinking"]
 Tier = Literal["fast", "deep"]
 DType = Literal["float32", "bfloat16", "float16"]
+Backend = Literal["transformers", "openai"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -58,12 +75,39 @@ class ModelSpec(BaseModel):
     temperature: float = Field(ge=0.0, le=2.0)
     # Built offline by ``build-tiny`` (random weights); never fetched from the hub.
     tiny: bool = False
+    backend: Backend = "transformers"
+    # Base URL of the OpenAI-compatible server (``http://vllm-fast:8000``); openai backend only.
+    endpoint: str | None = None
+    # The ``model`` name sent to that server; ``source`` when unset.
+    served_model: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _pixel_range(self) -> ModelSpec:
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) > max_pixels ({self.max_pixels})")
         return self
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> ModelSpec:
+        if self.backend == "transformers":
+            # Ignoring them would send traffic somewhere the operator did not mean.
+            stray = [name for name in ("endpoint", "served_model") if getattr(self, name) is not None]
+            if stray:
+                raise ValueError(f"{' and '.join(stray)} need backend 'openai' (backend is 'transformers')")
+            return self
+        if self.endpoint is None:
+            raise ValueError("backend 'openai' needs an endpoint (the server's base URL, e.g. http://vllm:8000)")
+        url = urlsplit(self.endpoint)
+        if url.scheme not in ("http", "https") or not url.netloc or url.query or url.fragment:
+            raise ValueError(f"endpoint {self.endpoint!r} must be an http(s) base URL such as http://vllm:8000")
+        if url.path.rstrip("/").endswith("/v1"):
+            raise ValueError(f"endpoint {self.endpoint!r}: give the base URL without /v1 (it is added per request)")
+        return self
+
+    @property
+    def served_model_name(self) -> str:
+        """The ``model`` an OpenAI-compatible server is asked for."""
+        return self.served_model or self.source
 
     def local_dir(self, project_root: Path) -> Path | None:
         """The checkpoint directory this spec points at, or None for a hub id."""

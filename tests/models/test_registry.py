@@ -112,3 +112,62 @@ def test_duplicate_ids_are_rejected(tmp_path):
 def test_missing_registry_file_is_a_load_error(tmp_path):
     with pytest.raises(ModelLoadError):
         ModelRegistry.load(tmp_path / "nope.json")
+
+
+OPENAI_ENTRY = TINY_ENTRY | {
+    "id": "fleet",
+    "source": "Qwen/Qwen3-VL-8B-Instruct",
+    "tiny": False,
+    "backend": "openai",
+    "endpoint": "http://vllm-fast:8000",
+}
+
+
+def test_entries_run_in_process_unless_they_name_another_backend():
+    registry = ModelRegistry.load(PROJECT_REGISTRY)
+
+    assert {spec.backend for spec in registry} == {"transformers"}
+    assert all(spec.endpoint is None for spec in registry)
+
+
+def test_openai_entry_names_its_server_and_the_model_it_asks_for(tmp_path):
+    entries = [
+        OPENAI_ENTRY,
+        OPENAI_ENTRY | {"id": "renamed", "endpoint": "https://fleet.example/qwen/", "served_model": "qwen-fast"},
+    ]
+    registry = ModelRegistry.load(write_registry(tmp_path, entries))
+
+    fleet, renamed = registry.get("fleet"), registry.get("renamed")
+    assert (fleet.backend, fleet.endpoint, fleet.served_model_name) == (
+        "openai",
+        "http://vllm-fast:8000",
+        "Qwen/Qwen3-VL-8B-Instruct",
+    )
+    assert renamed.served_model_name == "qwen-fast"
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"endpoint": None}, "needs an endpoint"),
+        ({"endpoint": "vllm-fast:8000"}, "http"),
+        ({"endpoint": "ftp://vllm-fast"}, "http"),
+        ({"endpoint": "http://vllm-fast:8000/v1"}, "without /v1"),
+        ({"endpoint": "http://vllm-fast:8000?key=1"}, "base URL"),
+        ({"served_model": ""}, "served_model"),
+        ({"backend": "tgi"}, "backend"),
+    ],
+)
+def test_openai_entry_without_a_usable_endpoint_is_rejected(tmp_path, change, complaint):
+    path = write_registry(tmp_path, [{k: v for k, v in (OPENAI_ENTRY | change).items() if v is not None}])
+
+    with pytest.raises(ModelLoadError, match=complaint):
+        ModelRegistry.load(path)
+
+
+def test_endpoint_on_an_in_process_entry_is_rejected(tmp_path):
+    # Silently ignoring it would run the model here when the operator meant a server.
+    path = write_registry(tmp_path, [TINY_ENTRY | {"endpoint": "http://vllm-fast:8000"}])
+
+    with pytest.raises(ModelLoadError, match="backend 'openai'"):
+        ModelRegistry.load(path)
