@@ -1,14 +1,18 @@
-"""The fast tier: fan items from Kafka, answered by the fast model in micro-batches.
+"""The fast tier: fan items answered by the fast model, complex ones escalated to the deep tier.
 
-Three loops share one event loop:
-- poll: keeps calling getmany (so the group never thinks we died, however long the model
-  takes), queues records, and pauses every partition while the inbox is over its high
-  watermark;
-- work: takes micro-batches, admits images and runs the model in a worker thread, produces
-  a reply or a dead letter per item and acknowledges it to the Checkpoint;
-- commit: commits what the Checkpoint allows, every `commit_interval_s`.
-On stop: polling stops, the batch in the model finishes, queued items are handed back
-(their offsets are not committed), finished offsets are committed, the consumer closes.
+Per micro-batch (the consuming loops live in `BatchConsumer`):
+1. decode and admit each item (bad input: dead letter with its reason);
+2. shed what must not be answered (stale, flooding fan, paced room, repeated item id);
+3. run the fast model (a failing batch is retried item by item; an item that still
+   fails gets a persona line and a dead letter; while the model is being switched every
+   item gets a persona line);
+4. route each answer: out at once, or to `items.deep` with its draft and reason (plus a
+   holding line on the overlay when the policy says so), unless the deep tier's circuit
+   is open or too many escalations are waiting, in which case the fast answer goes out.
+
+`watch_escalations` reads the replies topic: a deep answer settles its escalation (and
+closes the breaker), and an escalation whose deadline passes unanswered gets its draft
+sent by the fast tier itself (and counts against the breaker).
 """
 
 from __future__ import annotations
@@ -17,29 +21,30 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import ConsumerRecord
+import orjson
+from aiokafka import AIOKafkaConsumer
 
-from stream.contracts import Reply, Source, Submission, Timings, dead_letter_for, decode_submission, new_id, utcnow
+from consumers.batch_consumer import Outcome, Received
+from consumers.model_slot import ModelSlot
+from consumers.outputs import Outputs, source_of
+from stream.breaker import CircuitBreaker
+from stream.contracts import Cue, Draft, Escalation, Submission, Timings, decode_submission, new_id, utcnow
 from stream.errors import ModelFailure, RejectedItem
-from stream.flow import Backpressure, MicroBatcher
+from stream.escalations import PendingEscalations
 from stream.images import admit_image, decode_base64_image
-from stream.kafka_io import Checkpoint
-from stream.metrics import FastTierMetrics
+from stream.metrics import WorkerMetrics
 from stream.models.runtime import GenerationRequest, GenerationResult, ModelRunner
 from stream.persona import Persona, build_messages, read_reply
-from stream.routing import RouteReason
+from stream.replies import build_reply, draft_reply, item_age_s
+from stream.routing import DegradeReason, ItemFeatures, RoutingPolicy, decide_route, item_features, item_priority
 from stream.settings import FastTierSettings
+from stream.shedding import Arrival, LoadShedder, SheddingPolicy
 
 log = logging.getLogger("idolstream.fast_tier")
-POLL_MAX_RECORDS = 16
-
-
-@dataclass
-class Received:
-    record: ConsumerRecord
-    at: float  # monotonic, for queue time
+PERSONA_MODEL_ID = "persona"  # model_id of lines no model wrote
+WATCH_PERIOD_S = 0.05
 
 
 @dataclass
@@ -47,218 +52,226 @@ class Prepared:
     received: Received
     submission: Submission
     request: GenerationRequest
+    features: ItemFeatures
     admission_ms: float
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, tier: FastTier) -> None:
-        self.tier = tier
+def routing_policy(settings: FastTierSettings) -> RoutingPolicy:
+    return RoutingPolicy(
+        escalate=settings.escalate,
+        long_text_chars=settings.long_text_chars,
+        question_min_chars=settings.question_min_chars,
+        dense_text_coverage=settings.dense_text_coverage,
+        trust_model_verdict=settings.trust_model_verdict,
+    )
 
-    async def on_partitions_revoked(self, revoked) -> None:
-        await self.tier.partitions_revoked(set(revoked))
 
-    async def on_partitions_assigned(self, assigned) -> None:
-        self.tier.partitions_assigned(set(assigned))
+def shedding_policy(settings: FastTierSettings) -> SheddingPolicy:
+    return SheddingPolicy(
+        max_age_s=settings.max_age_s,
+        user_max_items=settings.user_max_items,
+        user_window_s=settings.user_window_s,
+        room_max_replies=settings.room_max_replies,
+        room_window_s=settings.room_window_s,
+    )
 
 
 class FastTier:
     def __init__(
         self,
         settings: FastTierSettings,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-        runner: ModelRunner,
+        slot: ModelSlot,
         persona: Persona,
-        metrics: FastTierMetrics,
+        outputs: Outputs,
+        metrics: WorkerMetrics,
+        replies_reader: AIOKafkaConsumer,
     ) -> None:
         self.settings = settings
-        self.consumer = consumer
-        self.producer = producer
-        self.runner = runner
+        self.slot = slot
         self.persona = persona
+        self.outputs = outputs
         self.metrics = metrics
-        self.topics = settings.topics
-        self.checkpoint = Checkpoint(consumer)
-        self.inbox: MicroBatcher[Received] = MicroBatcher(
-            settings.batch_max_size, settings.batch_max_wait_ms / 1000
-        )
-        self.backpressure = Backpressure(settings.inbox_high_watermark, settings.inbox_low_watermark)
-        self.image_limits = settings.image_limits(runner.spec.max_pixels)
-        self._stopping = asyncio.Event()
-        self._in_flight: asyncio.Future | None = None
-
-    # -- lifecycle --------------------------------------------------------------------
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        self.consumer.subscribe(list(self.topics.submissions), listener=_Rebalance(self))
-        poll = asyncio.create_task(self._poll_loop(), name="fast-poll")
-        work = asyncio.create_task(self._work_loop(), name="fast-work")
-        commit = asyncio.create_task(self._commit_loop(), name="fast-commit")
-        stop = asyncio.create_task(self._stopping.wait())
-        try:
-            done, _ = await asyncio.wait({poll, work, commit, stop}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {stop}:
-                task.result()  # a loop that ended on its own failed: surface why
-        finally:
-            poll.cancel()
-            await asyncio.gather(poll, return_exceptions=True)
-            # The batch in the model finishes and is acknowledged; queued items are handed back.
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-            if self._in_flight is not None:
-                await asyncio.gather(self._in_flight, return_exceptions=True)
-            commit.cancel()
-            await asyncio.gather(commit, return_exceptions=True)
-            self.inbox.drain()
-            try:
-                await self.checkpoint.commit()
-            except Exception:  # the group may be gone already; uncommitted items are redone
-                log.warning("final commit failed; unacknowledged items will be answered again", exc_info=True)
-
-    # -- rebalance --------------------------------------------------------------------
-
-    async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        try:
-            await self.checkpoint.commit()
-        except Exception:
-            log.warning("commit on revoke failed; the new owner redoes those items", exc_info=True)
-        self.inbox.drain(keep=lambda r: TopicPartition(r.record.topic, r.record.partition) not in revoked)
-        self.checkpoint.forget(revoked)
-
-    def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if self.backpressure.paused and assigned:
-            self.consumer.pause(*assigned)
-
-    # -- loops ------------------------------------------------------------------------
-
-    async def _poll_loop(self) -> None:
-        while True:
-            batches = await self.consumer.getmany(timeout_ms=100, max_records=POLL_MAX_RECORDS)
-            now = time.monotonic()
-            for records in batches.values():
-                for record in records:
-                    self.checkpoint.track(record)
-                    self.metrics.items_consumed.labels(record.topic).inc()
-                    self.inbox.put_nowait(Received(record, now))
-            self._apply_backpressure()
-
-    def _apply_backpressure(self) -> None:
-        depth = self.inbox.depth()
-        self.metrics.inbox_depth.set(depth)
-        change = self.backpressure.update(depth)
-        if change == "pause":
-            self.consumer.pause(*self.consumer.assignment())
-        elif change == "resume":
-            self.consumer.resume(*self.consumer.assignment())
-        self.metrics.paused.set(1 if self.backpressure.paused else 0)
-
-    async def _commit_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.commit_interval_s)  # a period, not a readiness guess
-            await self.checkpoint.commit()
-
-    async def _work_loop(self) -> None:
-        while True:
-            batch = await self.inbox.next_batch()
-            self._apply_backpressure()
-            # Shielded: a stop lets the batch already in the model finish and be acknowledged.
-            self._in_flight = asyncio.ensure_future(self._answer(batch))
-            await asyncio.shield(self._in_flight)
+        self.replies_reader = replies_reader
+        self.policy = routing_policy(settings)
+        self.shedder = LoadShedder(shedding_policy(settings))
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
+        self.pending: PendingEscalations[Escalation] = PendingEscalations(settings.max_pending_escalations)
+        self._max_pixels = slot.runner.spec.max_pixels if slot.runner else 65536
 
     # -- one batch --------------------------------------------------------------------
 
-    async def _answer(self, batch: list[Received]) -> None:
+    async def handle(self, batch: list[Received]) -> list[Outcome]:
         started = time.monotonic()
         prepared, rejected = await asyncio.to_thread(self._prepare, batch)
-        deliveries = [await self._dead_letter(received, error, submission) for received, error, submission in rejected]
-        if prepared:
-            results, inference_s = await self._generate(prepared)
-            for item, result in zip(prepared, results):
-                if isinstance(result, ModelFailure):
-                    deliveries.append(await self._dead_letter(item.received, result, item.submission))
-                else:
-                    deliveries.append(await self._reply(item, result, started, inference_s))
-        await asyncio.gather(*(self.checkpoint.acknowledge(r.record, d) for r, d in deliveries))
+        outcomes: list[Outcome] = []
+        for received, error, sub in rejected:
+            letter = await self.outputs.dead_letter(received.record, error, sub and sub.item_id, sub and sub.room)
+            outcomes.append((received.record, [letter]))
+        wall = utcnow()
+        arrivals = [
+            Arrival(p.submission.item_id, p.submission.room, p.submission.user.id, item_age_s(p.submission, wall),
+                    item_priority(p.features))
+            for p in prepared
+        ]
+        to_answer = []
+        for item, arrival, verdict in zip(prepared, arrivals, self.shedder.triage(arrivals, started)):
+            if verdict is None:
+                to_answer.append(item)
+            else:
+                shed = await self.outputs.shed(item.received.record, item.submission, verdict, arrival.age_s)
+                outcomes.append((item.received.record, [shed]))
+        if to_answer:
+            runner = self.slot.runner
+            if runner is None:
+                for item in to_answer:
+                    outcomes.append((item.received.record, await self._persona_line(item, DegradeReason.MODEL_SWITCHING)))
+            else:
+                results, inference_s = await self._generate(runner, to_answer)
+                for item, result in zip(to_answer, results):
+                    outcomes.append((item.received.record, await self._route(item, result, runner, started, inference_s)))
+        return outcomes
 
     def _prepare(self, batch: list[Received]) -> tuple[list[Prepared], list[tuple[Received, RejectedItem, Submission | None]]]:
+        if self.slot.runner is not None:
+            self._max_pixels = self.slot.runner.spec.max_pixels
+        limits = self.settings.image_limits(self._max_pixels)
         prepared, rejected = [], []
         for received in batch:
             submission = None
             t0 = time.perf_counter()
             try:
                 submission = decode_submission(received.record.value or b"")
-                admitted = admit_image(decode_base64_image(submission.image.data), self.image_limits)
+                admitted = admit_image(decode_base64_image(submission.image.data), limits)
             except RejectedItem as error:
                 rejected.append((received, error, submission))
                 continue
             request = GenerationRequest(messages=build_messages(self.persona, submission), images=[admitted.image])
-            prepared.append(Prepared(received, submission, request, (time.perf_counter() - t0) * 1000))
+            features = item_features(submission, admitted.text_coverage)
+            prepared.append(Prepared(received, submission, request, features, (time.perf_counter() - t0) * 1000))
         return prepared, rejected
 
-    async def _generate(self, prepared: list[Prepared]) -> tuple[list[GenerationResult | ModelFailure], float]:
+    async def _generate(self, runner: ModelRunner, prepared: list[Prepared]) -> tuple[list[GenerationResult | ModelFailure], float]:
         """Run the batch; if it fails, run its items one by one so one bad item fails alone."""
         self.metrics.batch_size.observe(len(prepared))
         t0 = time.perf_counter()
         try:
-            results: list = await asyncio.to_thread(self.runner.generate, [p.request for p in prepared])
+            results: list = await asyncio.to_thread(runner.generate, [p.request for p in prepared])
         except Exception:
             log.warning("batch of %d failed; retrying item by item", len(prepared), exc_info=True)
             results = []
             for item in prepared:
                 try:
-                    results.extend(await asyncio.to_thread(self.runner.generate, [item.request]))
+                    results.extend(await asyncio.to_thread(runner.generate, [item.request]))
                 except Exception as exc:
                     results.append(ModelFailure(f"{type(exc).__name__}: {exc}"[:500]))
         elapsed = time.perf_counter() - t0
         self.metrics.inference_seconds.observe(elapsed)
         return results, elapsed
 
-    async def _reply(self, item: Prepared, result: GenerationResult, started: float, inference_s: float):
+    def _timings(self, item: Prepared, started: float, inference_s: float) -> Timings:
+        return Timings(
+            item_created_at=item.submission.created_at,
+            queue_ms=max(0.0, (started - item.received.at) * 1000),
+            admission_ms=item.admission_ms,
+            inference_ms=inference_s * 1000,
+            replied_at=utcnow(),
+        )
+
+    async def _persona_line(self, item: Prepared, degraded: DegradeReason, model_id: str = PERSONA_MODEL_ID) -> list:
         sub = item.submission
-        read = read_reply(result.text, self.persona, sub.item_id)
-        text, cue, used_fallback = read.text, read.cue, read.used_fallback
+        reply = build_reply(
+            sub,
+            tier="fallback",
+            route_reason=decide_route(item.features, False, self.policy).reason,
+            degraded=degraded,
+            model_id=model_id,
+            text=self.persona.fallback_line(sub.item_id),
+            cue=Cue(emotion="happy", motion=self.persona.motion_for("happy")),
+            timings=self._timings(item, time.monotonic(), 0.0),
+        )
+        return [await self.outputs.reply(reply)]
+
+    async def _route(self, item: Prepared, result, runner: ModelRunner, started: float, inference_s: float) -> list:
+        sub = item.submission
+        if isinstance(result, ModelFailure):
+            line = await self._persona_line(item, DegradeReason.MODEL_ERROR, runner.spec.id)
+            return [*line, await self.outputs.dead_letter(item.received.record, result, sub.item_id, sub.room)]
         self.metrics.generated_tokens.inc(result.generated_tokens)
-        replied_at = utcnow()
-        reply = Reply(
-            reply_id=new_id(),
-            item_id=sub.item_id,
-            room=sub.room,
-            tier="fallback" if used_fallback else "fast",
-            route_reason=RouteReason.SIMPLE,
-            model_id=self.runner.spec.id,
-            text=text,
-            cue=cue,
-            timings=Timings(
-                item_created_at=sub.created_at,
-                queue_ms=max(0.0, (started - item.received.at) * 1000),
-                admission_ms=item.admission_ms,
-                inference_ms=inference_s * 1000,
-                replied_at=replied_at,
-            ),
-            in_reply_to=sub.user,
+        read = read_reply(result.text, self.persona, sub.item_id)
+        decision = decide_route(item.features, read.wants_deep, self.policy)
+        tier = "fallback" if read.used_fallback else "fast"
+        timings = self._timings(item, started, inference_s)
+        degraded = DegradeReason.EMPTY_ANSWER if read.used_fallback else None
+        if decision.route == "deep":
+            now = time.monotonic()
+            if self.pending.full():
+                degraded = DegradeReason.ESCALATION_BACKLOG
+            elif not self.breaker.allow(now):
+                degraded = DegradeReason.DEEP_UNAVAILABLE
+            else:
+                draft = Draft(text=read.text, cue=read.cue, tier=tier, model_id=runner.spec.id)
+                return await self._escalate(item, decision.reason, decision.hold, draft, timings, now)
+        reply = build_reply(
+            sub, tier=tier, route_reason=decision.reason, degraded=degraded, model_id=runner.spec.id,
+            text=read.text, cue=read.cue, timings=timings,
         )
-        delivery = await self.producer.send(self.topics.replies, reply.to_json(), key=sub.room.encode())
-        self.metrics.replies.labels(reply.tier).inc()
-        self.metrics.end_to_end_seconds.observe(max(0.0, (replied_at - sub.created_at).total_seconds()))
-        return item.received, delivery
+        return [await self.outputs.reply(reply)]
 
-    async def _dead_letter(self, received: Received, error: RejectedItem, submission: Submission | None):
-        record = received.record
-        key = record.key.decode(errors="replace") if record.key else None
-        letter = dead_letter_for(
-            record.value or b"",
-            error.reason,
-            error.detail,
-            Source(topic=record.topic, partition=record.partition, offset=record.offset, key=key),
-            max_original_bytes=self.settings.dlq_max_original_bytes,
-            item_id=submission.item_id if submission else None,
-            room=submission.room if submission else key,
+    async def _escalate(self, item: Prepared, reason, hold: bool, draft: Draft, timings: Timings, now: float) -> list:
+        sub = item.submission
+        deliveries = []
+        if hold:
+            holding = build_reply(
+                sub, role="holding", tier="fast", route_reason=reason, model_id=draft.model_id,
+                text=self.persona.holding_line(sub.item_id),
+                cue=Cue(emotion="thinking", motion=self.persona.motion_for("thinking")), timings=timings,
+            )
+            deliveries.append(await self.outputs.reply(holding))
+        deadline_s = self.settings.deep_deadline_ms / 1000
+        escalation = Escalation(
+            escalation_id=new_id(),
+            item=sub,
+            draft=draft,
+            reason=reason,
+            escalated_at=timings.replied_at,
+            deadline_at=timings.replied_at + timedelta(seconds=deadline_s),
+            holding_sent=hold,
+            fast_timings=timings,
+            source=source_of(item.received.record),
         )
-        log.info("dead letter %s at %s[%d]@%d: %s", error.reason, record.topic, record.partition, record.offset, error.detail)
-        self.metrics.dead_letters.labels(error.reason.value).inc()
-        delivery = await self.producer.send(self.topics.dlq, letter.to_json(), key=(key or "").encode() or None)
-        return received, delivery
+        deliveries.append(await self.outputs.escalate(escalation))
+        self.pending.add(sub.item_id, now + deadline_s, escalation)
+        self.metrics.pending_escalations.set(len(self.pending))
+        return deliveries
 
+    # -- escalations in flight --------------------------------------------------------
+
+    async def watch_escalations(self) -> None:
+        """Settle escalations from the replies topic; send the draft for those past their deadline."""
+        while True:
+            batches = await self.replies_reader.getmany(timeout_ms=int(WATCH_PERIOD_S * 1000))
+            now = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    self._settle(record.value, now)
+            for waiting in self.pending.expired(now):
+                self.breaker.record_failure(now)
+                log.info("deep answer for %s missed its deadline; sending the draft", waiting.item_id)
+                await self.outputs.reply(draft_reply(waiting.draft, DegradeReason.DEEP_DEADLINE))
+            self.metrics.pending_escalations.set(len(self.pending))
+            self.metrics.breaker_open.set(0 if self.breaker.state(now) == "closed" else 1)
+
+    def _settle(self, raw: bytes | None, now: float) -> None:
+        try:
+            reply = orjson.loads(raw or b"")
+            if reply.get("role") != "answer":
+                return
+            settled = self.pending.settle(reply["item_id"])
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            return  # not a reply; the gateway counts those
+        if settled is None:
+            return
+        if reply.get("tier") == "deep":
+            self.breaker.record_success(now)
+        else:
+            self.breaker.record_failure(now)  # the deep tier sent the draft itself: late or degraded

@@ -1,7 +1,8 @@
 """Wiring: build each service from its settings and parts, start it, stop it cleanly.
 
-The services themselves (`FastTier`, `Gateway`) take their parts as arguments; this module
-is the only place that constructs Kafka clients and models for them.
+The services themselves (`FastTier`, `DeepTier`, `Gateway`) take their parts as
+arguments; this module is the only place that constructs Kafka clients, models and the
+admin HTTP for them.
 """
 
 from __future__ import annotations
@@ -11,19 +12,28 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from aiokafka import TopicPartition
+
 from stream.kafka_io import bootstrap_for, ensure_topics, make_consumer, make_producer, partitions_of
-from stream.metrics import FastTierMetrics, GatewayMetrics
+from stream.metrics import GatewayMetrics, WorkerMetrics
+from stream.models.backends import load_runner
 from stream.models.registry import ModelRegistry
-from stream.models.runtime import TransformersRunner
 from stream.models.tiny import build_missing
 from stream.persona import Persona
-from stream.settings import CommonSettings, FastTierSettings, GatewaySettings
+from stream.settings import CommonSettings, DeepTierSettings, FastTierSettings, GatewaySettings, WorkerSettings
+from stream.switching import ModelSwitchGate
 from stream.topics import topic_plan
 
+from consumers.admin import admin_app, admin_server
+from consumers.batch_consumer import BatchConsumer, BatchLimits
+from consumers.deep_tier import DeepTier
 from consumers.fast_tier import FastTier
 from consumers.gateway import Gateway
+from consumers.model_slot import Loader, ModelSlot
+from consumers.outputs import Outputs
 
 log = logging.getLogger("idolstream")
 PROJECT_ROOT = Path.cwd()
@@ -33,32 +43,109 @@ async def prepare_topics(settings: CommonSettings, bootstrap: str) -> list[str]:
     return await ensure_topics(bootstrap, topic_plan(settings.topics, settings.topic_partitions))
 
 
-def load_fast_runner(settings: FastTierSettings) -> TransformersRunner:
+def model_loader(settings: WorkerSettings) -> tuple[Loader, list[str]]:
+    """Load-by-registry-id for a worker (tiny checkpoints are built first when missing)."""
     registry = ModelRegistry.load(settings.registry_path)
     build_missing(registry, PROJECT_ROOT)
-    return TransformersRunner.load(registry.get(settings.model_id), PROJECT_ROOT)
+    return (lambda model_id: load_runner(registry.get(model_id), PROJECT_ROOT)), registry.ids()
+
+
+async def load_slot(settings: WorkerSettings, model_id: str, metrics: WorkerMetrics) -> ModelSlot:
+    loader, known = await asyncio.to_thread(model_loader, settings)
+    runner = await asyncio.to_thread(loader, model_id)
+    return ModelSlot(runner, loader, known, ModelSwitchGate(settings.min_switch_interval_s), metrics)
+
+
+@dataclass
+class RunningWorker:
+    tier: FastTier | DeepTier
+    consumer: BatchConsumer
+    task: asyncio.Task
+    admin_port: int | None
+
+
+@contextlib.asynccontextmanager
+async def _worker(
+    tier, consumer, slot: ModelSlot, metrics: WorkerMetrics, settings: WorkerSettings, admin_port: int | None,
+    side_tasks: list,
+) -> AsyncIterator[RunningWorker]:
+    task = asyncio.create_task(consumer.run(), name="worker")
+    extra = [asyncio.create_task(coro) for coro in side_tasks]
+    async with contextlib.AsyncExitStack() as stack:
+        port = None
+        if admin_port is not None:
+            app = admin_app(slot, metrics, running=lambda: not task.done())
+            port = await stack.enter_async_context(admin_server(app, settings.admin_host, admin_port))
+        try:
+            yield RunningWorker(tier, consumer, task, port)
+        finally:
+            consumer.stop()
+            await asyncio.gather(task, return_exceptions=True)
+            for side in extra:
+                side.cancel()
+            await asyncio.gather(*extra, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
 async def fast_tier_service(
-    settings: FastTierSettings, bootstrap: str, runner: TransformersRunner, metrics: FastTierMetrics | None = None
-) -> AsyncIterator[tuple[FastTier, asyncio.Task]]:
+    settings: FastTierSettings, bootstrap: str, slot: ModelSlot, metrics: WorkerMetrics
+) -> AsyncIterator[RunningWorker]:
     """A started fast tier running as a task; leaving the block stops it cleanly."""
     consumer = make_consumer(
         bootstrap, settings.group_id, "idolstream-fast", session_timeout_ms=settings.session_timeout_ms
     )
+    # Escalations are settled by answers on the replies topic, read from now on.
+    replies = make_consumer(bootstrap, None, "idolstream-fast-watch", auto_offset_reset="latest")
     producer = make_producer(bootstrap, "idolstream-fast")
     await producer.start()
     await consumer.start()
-    tier = FastTier(settings, consumer, producer, runner, Persona.load(settings.persona_path), metrics or FastTierMetrics())
-    task = asyncio.create_task(tier.run(), name="fast-tier")
+    await replies.start()
     try:
-        yield tier, task
+        await _seek_to_end(replies, bootstrap, settings.topics.replies)
+        outputs = Outputs(producer, settings.topics, metrics, settings.dlq_max_original_bytes)
+        tier = FastTier(settings, slot, Persona.load(settings.persona_path), outputs, metrics, replies)
+        limits = BatchLimits(settings.batch_max_size, settings.batch_max_wait_ms, settings.inbox_high_watermark,
+                             settings.inbox_low_watermark, settings.commit_interval_s)
+        batches = BatchConsumer(consumer, settings.topics.submissions, limits, tier.handle, metrics)
+        async with _worker(tier, batches, slot, metrics, settings, settings.admin_port,
+                           [tier.watch_escalations()]) as running:
+            yield running
     finally:
-        tier.stop()
-        await asyncio.gather(task, return_exceptions=True)
+        await replies.stop()
         await consumer.stop()
         await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def deep_tier_service(
+    settings: DeepTierSettings, bootstrap: str, slot: ModelSlot, metrics: WorkerMetrics
+) -> AsyncIterator[RunningWorker]:
+    consumer = make_consumer(
+        bootstrap, settings.deep_group_id, "idolstream-deep", session_timeout_ms=settings.session_timeout_ms
+    )
+    producer = make_producer(bootstrap, "idolstream-deep")
+    await producer.start()
+    await consumer.start()
+    try:
+        outputs = Outputs(producer, settings.topics, metrics, settings.dlq_max_original_bytes)
+        tier = DeepTier(settings, slot, Persona.load(settings.persona_path), outputs, metrics)
+        limits = BatchLimits(settings.deep_batch_max_size, settings.deep_batch_max_wait_ms,
+                             settings.deep_inbox_high_watermark, settings.deep_inbox_low_watermark,
+                             settings.commit_interval_s)
+        batches = BatchConsumer(consumer, [settings.topics.items_deep], limits, tier.handle, metrics)
+        async with _worker(tier, batches, slot, metrics, settings, settings.deep_admin_port, []) as running:
+            yield running
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def _seek_to_end(consumer, bootstrap: str, topic: str) -> None:
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)  # resolve the end now, before anything is escalated
 
 
 @contextlib.asynccontextmanager
@@ -94,16 +181,24 @@ async def until_signalled(*tasks: asyncio.Task) -> None:
 async def serve_fast_tier(settings: FastTierSettings) -> None:
     bootstrap = bootstrap_for(settings, start_local=False)
     await prepare_topics(settings, bootstrap)
-    runner = await asyncio.to_thread(load_fast_runner, settings)
-    metrics = FastTierMetrics()
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
+    metrics = WorkerMetrics()
+    slot = await load_slot(settings, settings.model_id, metrics)
+    async with fast_tier_service(settings, bootstrap, slot, metrics) as running:
+        log.info("fast tier up: model %s, group %s, admin port %s", slot.model_id, settings.group_id, running.admin_port)
+        await until_signalled(running.task)
+    slot.close()
 
-        start_http_server(settings.metrics_port, registry=metrics.registry)
-    async with fast_tier_service(settings, bootstrap, runner, metrics) as (_, task):
-        log.info("fast tier up: model %s (%s processor), group %s", runner.spec.id, runner.processor_kind, settings.group_id)
-        await until_signalled(task)
-    runner.close()
+
+async def serve_deep_tier(settings: DeepTierSettings) -> None:
+    bootstrap = bootstrap_for(settings, start_local=False)
+    await prepare_topics(settings, bootstrap)
+    metrics = WorkerMetrics()
+    slot = await load_slot(settings, settings.deep_model_id, metrics)
+    async with deep_tier_service(settings, bootstrap, slot, metrics) as running:
+        log.info("deep tier up: model %s, group %s, admin port %s", slot.model_id, settings.deep_group_id,
+                 running.admin_port)
+        await until_signalled(running.task)
+    slot.close()
 
 
 async def serve_gateway(settings: GatewaySettings) -> None:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -30,6 +31,7 @@ def build_submission(
     text: str | None = None,
     item_id: str | None = None,
     lang: str | None = None,
+    created_at: datetime | None = None,
 ) -> Submission:
     """A validated Submission; raises pydantic's ValidationError naming the bad field."""
     return Submission(
@@ -39,7 +41,7 @@ def build_submission(
         user=UserRef(id=user_id, display_name=display_name),
         text=text,
         image=ImagePayload(mime=mime, data=base64.b64encode(image_bytes).decode("ascii")),
-        created_at=utcnow(),
+        created_at=created_at or utcnow(),
         lang=lang,
     )
 

@@ -4,7 +4,8 @@
     idolstream topics                    create the topics (idempotent)
     idolstream models build-tiny|list    tiny offline checkpoints; the registry
     idolstream submit --room R --user U [--text T] IMAGE...
-    idolstream serve fast-tier|gateway   run one service until SIGTERM
+    idolstream serve fast-tier|deep-tier|gateway   run one service until SIGTERM
+    idolstream switch-model MODEL_ID --admin URL     ask a running tier to switch model
     idolstream schemas                   export the contracts' JSON Schemas
     idolstream demo [--items N --exit]   everything, with sample traffic
 
@@ -21,7 +22,14 @@ import sys
 from pathlib import Path
 
 from stream.errors import IdolstreamError
-from stream.settings import CommonSettings, FastTierSettings, GatewaySettings, describe_settings, load_settings
+from stream.settings import (
+    CommonSettings,
+    DeepTierSettings,
+    FastTierSettings,
+    GatewaySettings,
+    describe_settings,
+    load_settings,
+)
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -77,13 +85,29 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from consumers.services import serve_fast_tier, serve_gateway
+    from consumers.services import serve_deep_tier, serve_fast_tier, serve_gateway
 
     if args.service == "fast-tier":
         asyncio.run(serve_fast_tier(load_settings(FastTierSettings)))
+    elif args.service == "deep-tier":
+        asyncio.run(serve_deep_tier(load_settings(DeepTierSettings)))
     else:
         asyncio.run(serve_gateway(load_settings(GatewaySettings)))
     return 0
+
+
+def _switch_model(args: argparse.Namespace) -> int:
+    """POST /switch_model to a running tier's admin port; exit 0 when the switch started."""
+    import httpx
+
+    url = args.admin.rstrip("/") + "/switch_model"
+    try:
+        response = httpx.post(url, json={"model_id": args.model_id}, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"idolstream: cannot reach {url}: {exc}", file=sys.stderr)
+        return 2
+    print(response.text)
+    return 0 if response.status_code == 202 else 1
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -108,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="idolstream",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=describe_settings(FastTierSettings) + "\n" + describe_settings(GatewaySettings).split("\n", 1)[1],
+        epilog=describe_settings(FastTierSettings, DeepTierSettings, GatewaySettings),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,8 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(func=_submit)
 
     serve = sub.add_parser("serve", help="run one service until SIGTERM")
-    serve.add_argument("service", choices=["fast-tier", "gateway"])
+    serve.add_argument("service", choices=["fast-tier", "deep-tier", "gateway"])
     serve.set_defaults(func=_serve)
+
+    switch = sub.add_parser("switch-model", help="ask a running tier to switch to another registry model")
+    switch.add_argument("model_id", help="registry id (see `idolstream models list`)")
+    switch.add_argument("--admin", required=True, help="the tier's admin URL, e.g. http://127.0.0.1:8081")
+    switch.set_defaults(func=_switch_model)
 
     sub.add_parser("schemas", help="export JSON Schemas into stream/schemas").set_defaults(func=_schemas)
 

@@ -145,3 +145,6 @@ class RecentIds:
         if len(self._ids) > self.capacity:
             self._ids.popitem(last=False)
         return True
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._ids

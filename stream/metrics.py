@@ -13,14 +13,31 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
 
-class FastTierMetrics:
+class WorkerMetrics:
+    """What a model tier (fast or deep) reports; each tier has its own registry and scrape job."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.items_consumed = Counter("idolstream_items_consumed_total", "Items read from Kafka", ["topic"], registry=r)
-        self.replies = Counter("idolstream_replies_total", "Replies produced", ["tier"], registry=r)
+        self.replies = Counter(
+            "idolstream_replies_total", "Replies produced", ["tier", "role", "route_reason"], registry=r
+        )
+        self.escalations = Counter(
+            "idolstream_escalations_total", "Items handed to the deep tier", ["reason"], registry=r
+        )
+        self.degraded = Counter(
+            "idolstream_degraded_replies_total",
+            "Answers that were not what their route asked for (deep late or down, model error or switching)",
+            ["reason"],
+            registry=r,
+        )
+        self.shed = Counter("idolstream_items_shed_total", "Items deliberately not answered", ["reason"], registry=r)
         self.dead_letters = Counter(
             "idolstream_dead_letters_total", "Items sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.deadline_misses = Counter(
+            "idolstream_deep_deadline_misses_total", "Escalated items whose deep answer was not ready in time", registry=r
         )
         self.batch_size = Histogram(
             "idolstream_batch_size", "Items per model call", buckets=BATCH_BUCKETS, registry=r
@@ -30,13 +47,25 @@ class FastTierMetrics:
         )
         self.end_to_end_seconds = Histogram(
             "idolstream_item_to_reply_seconds",
-            "From the item's created_at to its reply being acknowledged by Kafka",
+            "From the item's created_at to its answer being acknowledged by Kafka",
+            ["tier"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.generated_tokens = Counter("idolstream_generated_tokens_total", "Tokens generated", registry=r)
+        self.thought_tokens = Counter(
+            "idolstream_thought_tokens_total", "Tokens a thinking model spent before answering", registry=r
+        )
         self.inbox_depth = Gauge("idolstream_inbox_items", "Items waiting for the model", registry=r)
         self.paused = Gauge("idolstream_partitions_paused", "1 while partitions are paused for backpressure", registry=r)
+        self.pending_escalations = Gauge(
+            "idolstream_pending_escalations", "Escalated items waiting for their deep answer", registry=r
+        )
+        self.breaker_open = Gauge(
+            "idolstream_escalation_breaker_open", "1 while escalation is off because the deep tier failed", registry=r
+        )
+        self.model_loaded = Gauge("idolstream_model_loaded", "1 for the loaded model id", ["model_id"], registry=r)
+        self.model_switching = Gauge("idolstream_model_switching", "1 while the worker switches model", registry=r)
 
 
 class GatewayMetrics:

@@ -1,7 +1,9 @@
 """Overlay fan-out without sockets: which overlay gets which reply, once, in order.
 
 `RoomHub` keeps, per room, the set of subscribed overlays and the item ids already
-answered (a redelivered item's second reply is dropped here). Each overlay has a bounded
+answered: an item's first answer is shown and any later one dropped (a redelivered item,
+or a draft racing a deep answer); a holding line is shown only before anything else for
+its item. Each overlay has a bounded
 queue; when an overlay does not keep up, its oldest waiting reply is dropped and counted,
 so one stuck browser never holds back the others.
 """
@@ -71,8 +73,11 @@ class RoomHub:
     def publish(self, reply: dict) -> tuple[int, int] | None:
         """Offer a reply to its room's overlays: (delivered, dropped), or None for a duplicate."""
         room, item_id = reply["room"], reply["item_id"]
-        answered = self._answered.setdefault(room, RecentIds(self.recent_item_ids))
-        if not answered.add(item_id):
+        seen = self._answered.setdefault(room, RecentIds(self.recent_item_ids))
+        if reply.get("role", "answer") == "holding":
+            if not seen.add(f"{item_id}\0holding") or item_id in seen:
+                return None
+        elif not seen.add(item_id):
             return None
         frame = orjson.dumps({"type": "reply", "reply": reply})
         delivered = dropped = 0

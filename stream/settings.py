@@ -37,22 +37,18 @@ class CommonSettings(BaseSettings):
         return TopicNames(self.topic_prefix)
 
 
-class FastTierSettings(CommonSettings):
-    group_id: str = Field(default="idolstream-fast", description="consumer group of the fast tier")
-    model_id: str = Field(default="tiny-qwen3vl-moe", description="registry id of the fast model")
+class WorkerSettings(CommonSettings):
+    """What both model tiers share."""
+
     registry_path: Path = Field(default=Path("config/models.json"), description="model registry file")
     persona_path: Path = Field(default=Path("config/persona.json"), description="persona file")
-    batch_max_size: int = Field(default=4, ge=1, le=64, description="items per model call at most")
-    batch_max_wait_ms: int = Field(default=30, ge=0, le=5000, description="wait for a batch to fill")
-    inbox_high_watermark: int = Field(
-        default=32, ge=1, description="items held in memory before partitions are paused"
-    )
-    inbox_low_watermark: int = Field(default=8, ge=0, description="paused partitions resume below this")
     commit_interval_s: float = Field(default=0.5, gt=0, description="how often finished offsets are committed")
     session_timeout_ms: int = Field(default=10_000, ge=6000, description="consumer group session timeout")
     max_image_bytes: int = Field(default=4 * 1024 * 1024, description="largest image file accepted")
     max_decoded_pixels: int = Field(default=24_000_000, description="pixels beyond which a file is a bomb")
-    metrics_port: int = Field(default=0, ge=0, description="port of /metrics; 0 = not served")
+    max_age_s: float = Field(default=30.0, gt=0, description="items older than this when they reach a model are shed")
+    min_switch_interval_s: float = Field(default=30.0, ge=0, description="model switches closer than this are refused")
+    admin_host: str = Field(default="127.0.0.1", description="address of the admin/metrics HTTP (0.0.0.0 in a pod)")
     dlq_max_original_bytes: int = Field(
         default=1024 * 1024, description="originals larger than this are kept in the DLQ as a digest"
     )
@@ -61,6 +57,50 @@ class FastTierSettings(CommonSettings):
         return ImageLimits(
             max_bytes=self.max_image_bytes, max_decoded_pixels=self.max_decoded_pixels, max_pixels=max_pixels
         )
+
+
+class FastTierSettings(WorkerSettings):
+    group_id: str = Field(default="idolstream-fast", description="consumer group of the fast tier")
+    model_id: str = Field(default="tiny-qwen3vl-moe", description="registry id of the fast model")
+    batch_max_size: int = Field(default=4, ge=1, le=64, description="items per model call at most")
+    batch_max_wait_ms: int = Field(default=30, ge=0, le=5000, description="wait for a batch to fill")
+    inbox_high_watermark: int = Field(
+        default=32, ge=1, description="items held in memory before partitions are paused"
+    )
+    inbox_low_watermark: int = Field(default=8, ge=0, description="paused partitions resume below this")
+    admin_port: int | None = Field(
+        default=None, ge=0, description="port of /metrics /healthz /readyz /switch_model; unset = off, 0 = any"
+    )
+    # routing
+    escalate: bool = Field(default=True, description="send complex items to the deep tier")
+    long_text_chars: int = Field(default=160, ge=1, description="fan text this long escalates")
+    question_min_chars: int = Field(default=24, ge=1, description="questions this long escalate")
+    dense_text_coverage: float = Field(default=0.5, ge=0, le=1, description="screenshots this covered in text escalate")
+    trust_model_verdict: bool = Field(default=True, description="escalate when the fast model tags [think]")
+    deep_deadline_ms: int = Field(default=8000, ge=100, description="an escalated item's answer is due within this")
+    max_pending_escalations: int = Field(default=256, ge=1, description="escalations waiting at most; past it, answer fast")
+    breaker_failures: int = Field(default=3, ge=1, description="missed deep deadlines in a row that stop escalation")
+    breaker_open_s: float = Field(default=15.0, gt=0, description="how long escalation stays off before a probe")
+    # shedding
+    user_max_items: int = Field(default=3, ge=0, description="items per fan and room per window; 0 = no limit")
+    user_window_s: float = Field(default=30.0, gt=0, description="window of the per-fan limit")
+    room_max_replies: int = Field(default=20, ge=0, description="replies per room per window; 0 = no limit")
+    room_window_s: float = Field(default=10.0, gt=0, description="window of the per-room pace")
+
+
+class DeepTierSettings(WorkerSettings):
+    deep_group_id: str = Field(default="idolstream-deep", description="consumer group of the deep tier")
+    deep_model_id: str = Field(default="tiny-qwen3vl-thinking", description="registry id of the deep model")
+    deep_batch_max_size: int = Field(default=2, ge=1, le=32, description="escalations per model call at most")
+    deep_batch_max_wait_ms: int = Field(default=20, ge=0, le=5000, description="wait for a deep batch to fill")
+    deep_inbox_high_watermark: int = Field(default=8, ge=1, description="escalations held before pausing")
+    deep_inbox_low_watermark: int = Field(default=2, ge=0, description="paused partitions resume below this")
+    thinking_budget_tokens: int = Field(default=128, ge=1, description="thought tokens before the thought is closed")
+    deadline_margin_ms: int = Field(
+        default=300, ge=0, description="give up this long before the deadline, so the draft still goes out in time"
+    )
+    keep_reasoning: bool = Field(default=False, description="publish the thought to the reasoning topic for operators")
+    deep_admin_port: int | None = Field(default=None, ge=0, description="the deep tier's admin port; unset = off, 0 = any")
 
 
 class GatewaySettings(CommonSettings):
@@ -80,9 +120,14 @@ def load_settings(cls: type[BaseSettings], **overrides: Any) -> Any:
         raise ConfigError(f"invalid {cls.__name__}: {exc}") from exc
 
 
-def describe_settings(cls: type[BaseSettings]) -> str:
-    lines = []
-    for name, field in cls.model_fields.items():
-        env = "KAFKA_BOOTSTRAP" if name == "kafka_bootstrap" else f"IDOLSTREAM_{name.upper()}"
-        lines.append(f"  {env:<40} {field.description or ''} (default: {field.default})")
+def describe_settings(*classes: type[BaseSettings]) -> str:
+    """Every setting of the given classes once, with its environment variable and default."""
+    lines, seen = [], set()
+    for cls in classes:
+        for name, field in cls.model_fields.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            env = "KAFKA_BOOTSTRAP" if name == "kafka_bootstrap" else f"IDOLSTREAM_{name.upper()}"
+            lines.append(f"  {env:<40} {field.description or ''} (default: {field.default})")
     return "settings (environment):\n" + "\n".join(lines)

@@ -48,6 +48,14 @@ class TopicNames:
         return f"{self.prefix}items.dlq"
 
     @property
+    def shed(self) -> str:
+        return f"{self.prefix}items.shed"
+
+    @property
+    def reasoning(self) -> str:
+        return f"{self.prefix}reasoning"
+
+    @property
     def feedback(self) -> str:
         return f"{self.prefix}feedback"
 
@@ -75,5 +83,8 @@ def topic_plan(names: TopicNames, partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(names.replies, partitions, small),
         # The DLQ keeps originals (or their digest) for a week so operators can replay them.
         TopicSpec(names.dlq, 1, {**images, "retention.ms": str(7 * 24 * HOUR_MS)}),
+        # Shed items wait here for a later thank-you; thoughts are kept for operators.
+        TopicSpec(names.shed, partitions, small),
+        TopicSpec(names.reasoning, partitions, small),
         TopicSpec(names.feedback, partitions, small),
     ]

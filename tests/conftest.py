@@ -66,3 +66,12 @@ def fast_runner(registry, tiny_checkpoints):
     runner = TransformersRunner.load(registry.get("tiny-qwen3vl-moe"), PROJECT_ROOT)
     yield runner
     runner.close()
+
+
+@pytest.fixture(scope="session")
+def deep_runner(registry, tiny_checkpoints):
+    from stream.models.runtime import TransformersRunner
+
+    runner = TransformersRunner.load(registry.get("tiny-qwen3vl-thinking"), PROJECT_ROOT)
+    yield runner
+    runner.close()

@@ -1,4 +1,4 @@
-"""A running fast tier + gateway on the session's broker, with helpers to drive it."""
+"""A running stack (fast tier, optional deep tier, gateway) on the session's broker, with helpers."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import orjson
 from aiokafka import TopicPartition
 from websockets.asyncio.client import ClientConnection, connect
 
-from consumers.services import fast_tier_service, gateway_service, prepare_topics
+from consumers.model_slot import ModelSlot
+from consumers.services import RunningWorker, deep_tier_service, fast_tier_service, gateway_service, prepare_topics
 from producers.client import SubmissionClient
 from producers.samples import sample_item
 from stream.kafka_io import make_consumer, partitions_of
-from stream.metrics import FastTierMetrics
-from stream.settings import FastTierSettings, GatewaySettings
+from stream.metrics import WorkerMetrics
+from stream.settings import DeepTierSettings, FastTierSettings, GatewaySettings
+from stream.switching import ModelSwitchGate
 
 WAIT_S = 60  # generous upper bound for one reply on a loaded CI machine
 
@@ -24,9 +26,12 @@ WAIT_S = 60  # generous upper bound for one reply on a loaded CI machine
 class Stack:
     bootstrap: str
     fast: FastTierSettings
+    deep: DeepTierSettings
     gateway_port: int
     client: SubmissionClient
-    metrics: FastTierMetrics
+    metrics: WorkerMetrics
+    fast_worker: RunningWorker
+    deep_metrics: WorkerMetrics | None = None
     overlays: list[ClientConnection] = field(default_factory=list)
 
     def submission(self, room: str, seed: int = 0, **fields):
@@ -69,20 +74,52 @@ async def read_topic(bootstrap: str, topic: str, until, timeout: float = WAIT_S)
         await consumer.stop()
 
 
+def test_slot(runner, metrics: WorkerMetrics, loader=None, known=None, min_interval_s: float = 0.0) -> ModelSlot:
+    """A slot around an already loaded runner; switching needs a `loader`."""
+    def no_loading(model_id: str):
+        raise AssertionError("this stack cannot load models")
+
+    return ModelSlot(runner, loader or no_loading, known or [runner.spec.id], ModelSwitchGate(min_interval_s), metrics)
+
+
+# pytest must not collect the helper above as a test.
+test_slot.__test__ = False  # type: ignore[attr-defined]
+
+
 @contextlib.asynccontextmanager
-async def running_stack(bootstrap: str, prefix: str, runner, **fast_overrides):
+async def running_stack(bootstrap: str, prefix: str, runner, deep_runner=None, deep_overrides=None, *,
+                        fast_slot: ModelSlot | None = None, **fast_overrides):
+    """Gateway + fast tier (+ deep tier when `deep_runner` is given).
+
+    Escalation and rate limits are off unless a test turns them on, so a test sees only
+    the behaviour it is about.
+    """
+    defaults = dict(escalate=deep_runner is not None, user_max_items=0, room_max_replies=0)
     fast = FastTierSettings(
         kafka_bootstrap=bootstrap, topic_prefix=prefix, group_id=f"{prefix}fast", topic_partitions=2,
-        session_timeout_ms=6000, **fast_overrides,
+        session_timeout_ms=6000, **{**defaults, **fast_overrides},
+    )
+    deep = DeepTierSettings(
+        kafka_bootstrap=bootstrap, topic_prefix=prefix, deep_group_id=f"{prefix}deep", topic_partitions=2,
+        session_timeout_ms=6000, **(deep_overrides or {}),
     )
     gateway = GatewaySettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, port=0)
     await prepare_topics(fast, bootstrap)
-    metrics = FastTierMetrics()
-    async with gateway_service(gateway, bootstrap) as (gw, _), fast_tier_service(fast, bootstrap, runner, metrics):
-        async with SubmissionClient(bootstrap, fast.topics) as client:
-            stack = Stack(bootstrap, fast, gw.port, client, metrics)
-            try:
-                yield stack
-            finally:
-                for ws in stack.overlays:
-                    await ws.close()
+    metrics = WorkerMetrics()
+    slot = fast_slot or test_slot(runner, metrics)
+    async with contextlib.AsyncExitStack() as stack:
+        gw, _ = await stack.enter_async_context(gateway_service(gateway, bootstrap))
+        deep_metrics = None
+        if deep_runner is not None:
+            deep_metrics = WorkerMetrics()
+            await stack.enter_async_context(
+                deep_tier_service(deep, bootstrap, test_slot(deep_runner, deep_metrics), deep_metrics)
+            )
+        worker = await stack.enter_async_context(fast_tier_service(fast, bootstrap, slot, metrics))
+        client = await stack.enter_async_context(SubmissionClient(bootstrap, fast.topics))
+        result = Stack(bootstrap, fast, deep, gw.port, client, metrics, worker, deep_metrics)
+        try:
+            yield result
+        finally:
+            for ws in result.overlays:
+                await ws.close()

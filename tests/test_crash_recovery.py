@@ -12,9 +12,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.services import prepare_topics
 from producers.client import SubmissionClient
+from producers.samples import sample_item
 from stream.settings import FastTierSettings
 from tests.conftest import PROJECT_ROOT
-from tests.stack import Stack, read_topic
+from tests.stack import read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -27,6 +28,7 @@ def start_fast_tier(bootstrap: str, prefix: str, commit_interval_s: float) -> su
         "IDOLSTREAM_GROUP_ID": f"{prefix}fast",
         "IDOLSTREAM_SESSION_TIMEOUT_MS": "6000",
         "IDOLSTREAM_COMMIT_INTERVAL_S": str(commit_interval_s),
+        "IDOLSTREAM_ESCALATE": "false",  # no deep tier runs here
         "HF_HUB_OFFLINE": "1",
     }
     return subprocess.Popen(
@@ -51,7 +53,8 @@ async def test_a_reply_produced_but_not_committed_is_answered_again_after_a_kill
     await prepare_topics(settings, kafka_bootstrap)
     group = f"{topic_prefix}fast"
     async with SubmissionClient(kafka_bootstrap, settings.topics) as client:
-        item = await Stack(kafka_bootstrap, settings, 0, client, None).submit("room-crash", seed=11)
+        item = sample_item(11).to_submission("room-crash")
+        await client.submit(item)
 
     # Commits only at shutdown: a SIGKILL after the reply is acked lands between reply and commit.
     first = start_fast_tier(kafka_bootstrap, topic_prefix, commit_interval_s=3600)

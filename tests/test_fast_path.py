@@ -25,9 +25,9 @@ class RecordingRunner:
         self.spec = runner.spec
         self.requests = []
 
-    def generate(self, requests):
+    def generate(self, requests, options=None):
         self.requests.extend(requests)
-        return self.runner.generate(requests)
+        return self.runner.generate(requests, options)
 
     def close(self) -> None:
         pass

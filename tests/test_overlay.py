@@ -6,8 +6,8 @@ from stream.flow import RecentIds
 from stream.overlay import OverlayQueue, RoomHub
 
 
-def reply(room: str, item_id: str) -> dict:
-    return {"room": room, "item_id": item_id, "text": f"reply to {item_id}"}
+def reply(room: str, item_id: str, role: str = "answer") -> dict:
+    return {"room": room, "item_id": item_id, "role": role, "text": f"{role} to {item_id}"}
 
 
 async def frames(queue: OverlayQueue) -> list[dict]:
@@ -32,6 +32,24 @@ async def test_a_second_reply_to_the_same_item_is_dropped():
     hub.publish(reply("a", "i1"))
     assert hub.publish(reply("a", "i1")) is None
     assert len(await frames(q)) == 1
+
+
+async def test_a_holding_line_then_its_answer_are_both_shown_once():
+    hub = RoomHub(client_queue=8, recent_item_ids=16)
+    q = hub.subscribe("a")
+    assert hub.publish(reply("a", "i1", "holding")) == (1, 0)
+    assert hub.publish(reply("a", "i1", "holding")) is None
+    assert hub.publish(reply("a", "i1")) == (1, 0)
+    assert hub.publish(reply("a", "i1")) is None, "a draft racing the deep answer is not shown twice"
+    assert [r["role"] for r in await frames(q)] == ["holding", "answer"]
+
+
+async def test_a_holding_line_after_the_answer_is_not_shown():
+    hub = RoomHub(client_queue=8, recent_item_ids=16)
+    q = hub.subscribe("a")
+    hub.publish(reply("a", "i1"))
+    assert hub.publish(reply("a", "i1", "holding")) is None
+    assert [r["role"] for r in await frames(q)] == ["answer"]
 
 
 async def test_a_full_overlay_queue_drops_its_oldest_and_keeps_order():

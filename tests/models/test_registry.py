@@ -46,7 +46,7 @@ def write_registry(root: Path, models: list[dict]) -> Path:
 def test_project_registry_lists_tiny_and_real_models():
     registry = ModelRegistry.load(PROJECT_REGISTRY)
 
-    assert {"tiny-qwen3vl-moe", "tiny-qwen3vl-thinking"} | REAL_IDS == set(registry.ids())
+    assert {"tiny-qwen3vl-moe", "tiny-qwen3vl-dense", "tiny-qwen3vl-thinking"} | REAL_IDS == set(registry.ids())
     assert registry.project_root == PROJECT_ROOT
     fast = registry.get("tiny-qwen3vl-moe")
     assert (fast.tier, fast.architecture, fast.mode, fast.tiny) == ("fast", "moe", "instruct", True)

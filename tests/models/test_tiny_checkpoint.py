@@ -47,7 +47,7 @@ def test_build_writes_a_complete_checkpoint_per_tiny_entry(tiny_registry, moe_di
             "processor_config.json",
         } <= names
     # No staging directories are left next to the checkpoints.
-    assert sorted(p.name for p in moe_dir.parent.iterdir()) == ["tiny-qwen3vl-moe", "tiny-qwen3vl-thinking"]
+    assert sorted(p.name for p in moe_dir.parent.iterdir()) == sorted(s.source.rsplit("/", 1)[1] for s in tiny_registry if s.tiny)
 
 
 def test_build_missing_is_idempotent(tiny_registry):

@@ -1,0 +1,168 @@
+"""The consuming half every tier shares: poll, pause, batch, hand over, acknowledge, commit.
+
+Three loops share one event loop:
+- poll: keeps calling getmany (so the group never thinks we died, however long the model
+  takes), queues records, and pauses every partition while the inbox is over its high
+  watermark;
+- work: takes micro-batches and hands each to the tier's `handle`, which returns, per
+  record, what the broker must acknowledge before the record's offset may be committed
+  (a reply, an escalation, a shed record, a dead letter, or several of them);
+- commit: commits what the Checkpoint allows, every `commit_interval_s`.
+On stop: polling stops, the batch being handled finishes and is acknowledged, queued items
+are handed back (their offsets are not committed), finished offsets are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from stream.flow import Backpressure, MicroBatcher
+from stream.kafka_io import Checkpoint
+from stream.metrics import WorkerMetrics
+
+log = logging.getLogger("idolstream.consumer")
+POLL_MAX_RECORDS = 16
+
+
+@dataclass
+class Received:
+    record: ConsumerRecord
+    at: float  # monotonic, for queue time
+
+
+# What one record produced: the producer futures to await before its offset may be committed.
+Outcome = tuple[ConsumerRecord, list[Awaitable]]
+Handler = Callable[[list[Received]], Awaitable[list[Outcome]]]
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    batch_max_size: int
+    batch_max_wait_ms: int
+    inbox_high_watermark: int
+    inbox_low_watermark: int
+    commit_interval_s: float
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, owner: BatchConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.owner.partitions_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self.owner.partitions_assigned(set(assigned))
+
+
+class BatchConsumer:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        topics: Iterable[str],
+        limits: BatchLimits,
+        handle: Handler,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.consumer = consumer
+        self.topics = list(topics)
+        self.limits = limits
+        self.handle = handle
+        self.metrics = metrics
+        self.checkpoint = Checkpoint(consumer)
+        self.inbox: MicroBatcher[Received] = MicroBatcher(limits.batch_max_size, limits.batch_max_wait_ms / 1000)
+        self.backpressure = Backpressure(limits.inbox_high_watermark, limits.inbox_low_watermark)
+        self._stopping = asyncio.Event()
+        self._in_flight: asyncio.Future | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        poll = asyncio.create_task(self._poll_loop(), name="poll")
+        work = asyncio.create_task(self._work_loop(), name="work")
+        commit = asyncio.create_task(self._commit_loop(), name="commit")
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({poll, work, commit, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stop}:
+                task.result()  # a loop that ended on its own failed: surface why
+        finally:
+            stop.cancel()
+            poll.cancel()
+            await asyncio.gather(poll, return_exceptions=True)
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            if self._in_flight is not None:
+                await asyncio.gather(self._in_flight, return_exceptions=True)
+            commit.cancel()
+            await asyncio.gather(commit, return_exceptions=True)
+            self.inbox.drain()
+            try:
+                await self.checkpoint.commit()
+            except Exception:  # the group may be gone already; uncommitted items are redone
+                log.warning("final commit failed; unacknowledged items will be handled again", exc_info=True)
+
+    # -- rebalance --------------------------------------------------------------------
+
+    async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        try:
+            await self.checkpoint.commit()
+        except Exception:
+            log.warning("commit on revoke failed; the new owner redoes those items", exc_info=True)
+        self.inbox.drain(keep=lambda r: TopicPartition(r.record.topic, r.record.partition) not in revoked)
+        self.checkpoint.forget(revoked)
+
+    def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.backpressure.paused and assigned:
+            self.consumer.pause(*assigned)
+
+    # -- loops ------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=POLL_MAX_RECORDS)
+            now = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    self.checkpoint.track(record)
+                    self.metrics.items_consumed.labels(record.topic).inc()
+                    self.inbox.put_nowait(Received(record, now))
+            self._apply_backpressure()
+
+    def _apply_backpressure(self) -> None:
+        depth = self.inbox.depth()
+        self.metrics.inbox_depth.set(depth)
+        change = self.backpressure.update(depth)
+        if change == "pause":
+            self.consumer.pause(*self.consumer.assignment())
+        elif change == "resume":
+            self.consumer.resume(*self.consumer.assignment())
+        self.metrics.paused.set(1 if self.backpressure.paused else 0)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.commit_interval_s)  # a period, not a readiness guess
+            await self.checkpoint.commit()
+
+    async def _work_loop(self) -> None:
+        while True:
+            batch = await self.inbox.next_batch()
+            self._apply_backpressure()
+            # Shielded: a stop lets the batch being handled finish and be acknowledged.
+            self._in_flight = asyncio.ensure_future(self._handle(batch))
+            await asyncio.shield(self._in_flight)
+
+    async def _handle(self, batch: list[Received]) -> None:
+        outcomes = await self.handle(batch)
+        await asyncio.gather(
+            *(self.checkpoint.acknowledge(record, asyncio.gather(*deliveries)) for record, deliveries in outcomes)
+        )

@@ -1,0 +1,68 @@
+"""The model a worker runs, and switching it while the worker keeps consuming.
+
+A switch unloads the current model before loading the next (two real-sized models rarely
+fit one GPU). Meanwhile `runner` is None and the tier answers through its degradation
+path (persona lines, or the fast draft), so no item waits for the load. If the new model
+cannot be loaded, the previous one is loaded again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from stream.metrics import WorkerMetrics
+from stream.models.errors import ModelLoadError
+from stream.models.runtime import ModelRunner
+from stream.switching import ModelSwitchGate
+
+log = logging.getLogger("idolstream.models")
+
+Loader = Callable[[str], ModelRunner]  # registry id -> loaded runner (blocking; runs in a thread)
+
+
+class ModelSlot:
+    def __init__(
+        self, runner: ModelRunner, loader: Loader, known_ids: list[str], gate: ModelSwitchGate, metrics: WorkerMetrics
+    ) -> None:
+        self.runner: ModelRunner | None = runner
+        self.model_id = runner.spec.id
+        self.loader = loader
+        self.known_ids = known_ids
+        self.gate = gate
+        self.metrics = metrics
+        self.last_error: str | None = None
+        metrics.model_loaded.labels(self.model_id).set(1)
+
+    def request_switch(self, model_id: str) -> asyncio.Task:
+        """Start switching to `model_id` (raises SwitchRefused at once when it may not)."""
+        self.gate.begin(model_id, self.model_id, self.known_ids, time.monotonic())
+        return asyncio.create_task(self._switch(model_id), name=f"switch-to-{model_id}")
+
+    async def _switch(self, model_id: str) -> None:
+        previous, old = self.model_id, self.runner
+        self.metrics.model_switching.set(1)
+        self.runner = None  # from here on the tier degrades instead of waiting
+        try:
+            if old is not None:
+                await asyncio.to_thread(old.close)  # waits for a batch already in the model
+            self.metrics.model_loaded.labels(previous).set(0)
+            try:
+                runner = await asyncio.to_thread(self.loader, model_id)
+            except ModelLoadError as exc:
+                self.last_error = str(exc)
+                log.error("switch to %s failed, loading %s again: %s", model_id, previous, exc)
+                runner, model_id = await asyncio.to_thread(self.loader, previous), previous
+            self.runner, self.model_id = runner, model_id
+            self.metrics.model_loaded.labels(model_id).set(1)
+            log.info("model switched to %s", model_id)
+        finally:
+            self.metrics.model_switching.set(0)
+            self.gate.finish()
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None

@@ -1,0 +1,78 @@
+"""Where a tier's records go: one small object that produces them and counts them.
+
+Every method returns the producer's delivery future; the record that caused it is
+acknowledged to the Checkpoint only once that future resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from stream.contracts import Escalation, Reasoning, Reply, Source, Submission, dead_letter_for
+from stream.errors import RejectedItem
+from stream.metrics import WorkerMetrics
+from stream.replies import shed_record
+from stream.routing import ShedReason
+from stream.topics import TopicNames
+
+log = logging.getLogger("idolstream.outputs")
+
+
+def source_of(record: ConsumerRecord) -> Source:
+    key = record.key.decode(errors="replace") if record.key else None
+    return Source(topic=record.topic, partition=record.partition, offset=record.offset, key=key)
+
+
+class Outputs:
+    def __init__(
+        self, producer: AIOKafkaProducer, topics: TopicNames, metrics: WorkerMetrics, dlq_max_original_bytes: int
+    ) -> None:
+        self.producer = producer
+        self.topics = topics
+        self.metrics = metrics
+        self.dlq_max_original_bytes = dlq_max_original_bytes
+
+    async def reply(self, reply: Reply) -> asyncio.Future:
+        delivery = await self.producer.send(self.topics.replies, reply.to_json(), key=reply.room.encode())
+        self.metrics.replies.labels(reply.tier, reply.role, reply.route_reason.value).inc()
+        if reply.degraded is not None:
+            self.metrics.degraded.labels(reply.degraded.value).inc()
+        if reply.role == "answer":
+            elapsed = (reply.timings.replied_at - reply.timings.item_created_at).total_seconds()
+            self.metrics.end_to_end_seconds.labels(reply.tier).observe(max(0.0, elapsed))
+        return delivery
+
+    async def escalate(self, escalation: Escalation) -> asyncio.Future:
+        self.metrics.escalations.labels(escalation.reason.value).inc()
+        room = escalation.item.room.encode()
+        return await self.producer.send(self.topics.items_deep, escalation.to_json(), key=room)
+
+    async def shed(self, record: ConsumerRecord, submission: Submission, reason: ShedReason, age_s: float):
+        self.metrics.shed.labels(reason.value).inc()
+        shed = shed_record(submission, reason, age_s, source_of(record))
+        return await self.producer.send(self.topics.shed, shed.to_json(), key=submission.room.encode())
+
+    async def reasoning(self, reasoning: Reasoning) -> asyncio.Future:
+        return await self.producer.send(self.topics.reasoning, reasoning.to_json(), key=reasoning.room.encode())
+
+    async def dead_letter(
+        self, record: ConsumerRecord, error: RejectedItem, item_id: str | None, room: str | None
+    ) -> asyncio.Future:
+        source = source_of(record)
+        letter = dead_letter_for(
+            record.value or b"",
+            error.reason,
+            error.detail,
+            source,
+            max_original_bytes=self.dlq_max_original_bytes,
+            item_id=item_id,
+            room=room or source.key,
+        )
+        log.info("dead letter %s at %s[%d]@%d: %s", error.reason, record.topic, record.partition, record.offset, error.detail)
+        self.metrics.dead_letters.labels(error.reason.value).inc()
+        key = (room or source.key or "").encode() or None
+        return await self.producer.send(self.topics.dlq, letter.to_json(), key=key)
