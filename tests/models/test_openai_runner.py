@@ -1,7 +1,15 @@
 """The OpenAI-compatible runner: what it sends, how it reads replies, how it fails.
 
 The request body and the reply mapping for vLLM/SGLang-only fields (``stop_reason``,
-``reasoning_content``) are checked against an ``httpx.MockTransport`` fake.
+``reasoning_content``) are checked against an ``httpx.MockTransport`` fake. The rest runs
+against a real server: ``transformers serve`` (the OpenAI-compatible server that ships with
+transformers) in a subprocess, serving tiny random-weight checkpoints built here.
+
+Why text-only checkpoints: ``transformers serve`` builds a Qwen3-VL model's processor with
+``AutoProcessor``, and ``Qwen3VLProcessor`` cannot be built without torchvision (its video
+processor needs it), which has no working CPU build here. So the server gets tiny Qwen3
+*text* models that reuse the tiny Qwen3-VL checkpoints' tokenizers and chat templates, and
+image encoding is covered by the fake above only.
 """
 
 from __future__ import annotations
@@ -10,12 +18,18 @@ import asyncio
 import base64
 import io
 import json
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from stream.local_kafka import find_free_port
 from stream.models.errors import ModelRuntimeError
 from stream.models.openai_runner import OpenAIRunner
 from stream.models.registry import ModelSpec
@@ -297,3 +311,166 @@ def test_empty_batch_sends_nothing():
 
     assert runner_for(server).generate([]) == []
     assert server.requests == []
+
+
+# --- against `transformers serve` ----------------------------------------------------
+
+SERVER_START_TIMEOUT_S = 120.0
+
+
+def build_text_checkpoint(tokenizer_dir: Path, out_dir: Path) -> Path:
+    """A tiny random-weight Qwen3 text model with the tokenizer and chat template of `tokenizer_dir`."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.save_pretrained(out_dir)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config = Qwen3Config(
+        vocab_size=-(-len(tokenizer) // 64) * 64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.pad_token_id,
+        eos_token_id=im_end,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Qwen3ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[im_end, tokenizer.pad_token_id], pad_token_id=tokenizer.pad_token_id, do_sample=False
+    )
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+def health_ok(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def served_checkpoints(tmp_path_factory, moe_dir, thinking_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("served")
+    return {
+        "instruct": build_text_checkpoint(moe_dir, root / "tiny-qwen3-instruct"),
+        "thinking": build_text_checkpoint(thinking_dir, root / "tiny-qwen3-thinking"),
+    }
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory) -> Iterator[str]:
+    """`transformers serve` on a free port; no model is pinned, so each request names its checkpoint."""
+    port = find_free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1"}
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve"]
+    command += ["--device", "cpu", "--host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not health_ok(base_url):
+            if process.poll() is not None:
+                pytest.fail(f"transformers serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"transformers serve not healthy in {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()}")
+            time.sleep(0.2)  # a poll interval between health checks, not a guess at readiness
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def served_spec(checkpoint: Path, endpoint: str, **update) -> ModelSpec:
+    # transformers serve knows a local checkpoint by its path: the source is the served name.
+    fields = FLEET_SPEC.model_dump() | {"id": checkpoint.name, "source": str(checkpoint), "endpoint": endpoint}
+    return ModelSpec(**(fields | update))
+
+
+def chat(text: str, system: str = "You are Mika.") -> GenerationRequest:
+    return GenerationRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": text}])
+
+
+def test_served_model_answers_a_batch_of_two(served_checkpoints, server_url):
+    runner = OpenAIRunner(served_spec(served_checkpoints["instruct"], server_url))
+
+    results = runner.generate([chat("hello!"), chat("a much longer question about the merch table, please")])
+
+    assert len(results) == 2
+    for result in results:
+        assert result.text
+        assert result.prompt_tokens > 0
+        assert 1 <= result.generated_tokens <= runner.spec.max_new_tokens
+        assert result.finish_reason in ("stop", "length")
+    assert results[0].prompt_tokens < results[1].prompt_tokens
+
+
+def test_max_new_tokens_limits_the_served_reply(served_checkpoints, server_url):
+    runner = OpenAIRunner(served_spec(served_checkpoints["instruct"], server_url))
+
+    (short,) = runner.generate([chat("hello!")], GenerationOptions(max_new_tokens=3))
+    (default,) = runner.generate([chat("hello!")])
+
+    assert 1 <= short.generated_tokens <= 3
+    assert short.generated_tokens < default.generated_tokens
+    assert short.finish_reason == "length"
+
+
+def test_stop_string_kept_by_the_server_ends_the_reply_once(served_checkpoints, server_url):
+    runner = OpenAIRunner(served_spec(served_checkpoints["instruct"], server_url))
+    (full,) = runner.generate([chat("hello!")])
+    # A word from the middle of the greedy reply: the same request must now stop there.
+    stop = next(word for word in full.text.split()[1:] if word.isascii() and word.isalpha() and len(word) > 2)
+
+    (stopped,) = runner.generate([chat("hello!")], GenerationOptions(stop=(stop,)))
+
+    assert stopped.finish_reason == "stop"
+    assert stopped.generated_tokens < full.generated_tokens
+    assert stopped.text.count(stop) == 1
+    assert full.text.startswith(stopped.text.split(stop)[0] + stop)
+
+
+def test_thinking_models_reasoning_comes_back_as_reply_text(served_checkpoints, server_url):
+    checkpoint = served_checkpoints["thinking"]
+    runner = OpenAIRunner(served_spec(checkpoint, server_url, mode="thinking", tier="deep"))
+    request = chat("what is 12 + 30?")
+
+    (result,) = runner.generate([request], GenerationOptions(max_new_tokens=4))
+
+    body = {"model": str(checkpoint), "messages": request.messages, "max_tokens": 4, "temperature": 0}
+    plain = httpx.post(f"{server_url}/v1/chat/completions", json=body, timeout=60).json()["choices"][0]
+
+    # The server split the (random) thought off; cut off by the token limit, it stays open.
+    # (Its non-streamed decode may end in a U+FFFD that the stream holds back.)
+    assert plain["message"]["reasoning_content"] and not plain["message"]["content"]
+    assert result.text.strip() and plain["message"]["reasoning_content"].strip().startswith(result.text.strip())
+    assert "</think>" not in result.text and result.finish_reason == "length"
+
+
+def test_server_without_continue_final_message_fails_the_batch_clearly(served_checkpoints, server_url):
+    runner = OpenAIRunner(served_spec(served_checkpoints["instruct"], server_url))
+    continued = GenerationRequest(messages=chat("hi").messages, assistant_prefix="Hello, I am")
+
+    with pytest.raises(ModelRuntimeError, match="request 1 .*HTTP 422.*continue_final_message"):
+        runner.generate([chat("hi"), continued])
+
+
+def test_closed_port_is_a_runtime_error(served_checkpoints):
+    runner = OpenAIRunner(served_spec(served_checkpoints["instruct"], f"http://127.0.0.1:{find_free_port()}"))
+
+    with pytest.raises(ModelRuntimeError, match="ConnectError") as caught:
+        runner.generate([chat("anyone there?")])
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
