@@ -28,7 +28,9 @@ from aiokafka import TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from consumers.model_slot import ModelSlot  # noqa: E402
 from consumers.services import fast_tier_service, prepare_topics  # noqa: E402
+from stream.metrics import WorkerMetrics  # noqa: E402
 from producers.samples import sample_item  # noqa: E402
 from stream.kafka_io import Checkpoint, make_consumer, make_producer, partitions_of  # noqa: E402
 from stream.local_kafka import LocalKafka, find_free_port  # noqa: E402
@@ -112,7 +114,8 @@ async def run_bare(bootstrap, settings, messages, rate):
 
 
 async def run_fast(bootstrap, settings, messages, rate, runner):
-    async with fast_tier_service(settings, bootstrap, runner):
+    metrics = WorkerMetrics()
+    async with fast_tier_service(settings, bootstrap, ModelSlot.around(runner, metrics), metrics):
         return await offer_and_collect(bootstrap, settings, messages, rate)
 
 
@@ -140,7 +143,9 @@ async def main() -> None:
         for name, run in (("bare_aiokafka", run_bare), ("fast_tier", run_fast)):
             prefix = f"bench{uuid.uuid4().hex[:8]}."
             settings = FastTierSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, group_id=f"{prefix}g",
-                                        topic_partitions=1, batch_max_size=args.batch)
+                                        topic_partitions=1, batch_max_size=args.batch,
+                                        # the fast path alone: no escalation, no shedding
+                                        escalate=False, user_max_items=0, room_max_replies=0)
             await prepare_topics(settings, bootstrap)
             extra = (runner,) if name == "fast_tier" else ()
             latencies, throughput = await run(bootstrap, settings, messages, args.rate, *extra)

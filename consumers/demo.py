@@ -1,8 +1,13 @@
-"""The main job: local broker, tiny checkpoints, fast tier and gateway, sample traffic,
-and every reply printed as an overlay websocket client receives it.
+"""The main job: local broker, tiny checkpoints, fast and deep tiers, gateway, sample
+traffic, and every reply printed as an overlay websocket client receives it.
 
-With ``--exit`` it stops after N items and succeeds only when every item got its reply
-over the websocket; its last line is one JSON summary (latency: produce to receipt).
+The sample traffic holds items that escalate (maths questions, long letters, packed
+comment walls) and, every tenth item, a replay from a chat bot's backlog created long
+ago, which must be shed as stale rather than answered late.
+
+With ``--exit`` it stops after N items and succeeds only when every fresh item got its
+answer over the websocket and every replay was shed; its last line is one JSON summary
+(latency: produce to receipt of the answer).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import statistics
 import sys
 import time
+from datetime import timedelta
 
 import orjson
 from aiokafka import TopicPartition
@@ -18,10 +24,15 @@ from websockets.asyncio.client import connect
 
 from producers.client import SubmissionClient
 from producers.samples import sample_item
+from stream.contracts import utcnow
 from stream.kafka_io import bootstrap_for, local_kafka, make_consumer, partitions_of
-from stream.settings import FastTierSettings, GatewaySettings
+from stream.metrics import WorkerMetrics
+from stream.settings import DeepTierSettings, FastTierSettings, GatewaySettings
 
-from consumers.services import fast_tier_service, gateway_service, load_fast_runner, prepare_topics
+from consumers.services import deep_tier_service, fast_tier_service, gateway_service, load_slot, prepare_topics
+
+REPLAY_EVERY = 10  # every tenth sample item is an old one replayed from a bot's backlog
+REPLAY_AGE = timedelta(minutes=2)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -38,12 +49,24 @@ class Tally:
         self.latency_ms: dict[str, float] = {}
         self.by_tier: dict[str, int] = {}
         self.dead_lettered: set[str] = set()
-        self.settled = asyncio.Event()  # every item replied to or dead-lettered
+        self.shed: dict[str, str] = {}  # item id -> reason
+        self.replays: set[str] = set()
+        self.settled = asyncio.Event()  # every item answered, shed or dead-lettered
         self.expected = 0
 
     def _check_settled(self) -> None:
-        if self.expected and len(self.latency_ms) + len(self.dead_lettered) >= self.expected:
+        if self.expected and len(self.latency_ms) + len(self.dead_lettered) + len(self.shed) >= self.expected:
             self.settled.set()
+
+    def record_shed(self, item_id: str | None, reason: str) -> None:
+        if item_id in self.sent_at and item_id not in self.shed:
+            self.shed[item_id] = reason
+            print(f"shed ({reason}): {item_id}", flush=True)
+            self._check_settled()
+
+    def succeeded(self) -> bool:
+        fresh = set(self.sent_at) - self.replays
+        return fresh <= set(self.latency_ms) and all(self.shed.get(i) == "stale" for i in self.replays)
 
     def record_dead_letter(self, item_id: str | None) -> None:
         if item_id in self.sent_at and item_id not in self.latency_ms:
@@ -53,7 +76,7 @@ class Tally:
 
     def record(self, reply: dict) -> float | None:
         item_id = reply["item_id"]
-        if item_id not in self.sent_at or item_id in self.latency_ms:
+        if reply.get("role") == "holding" or item_id not in self.sent_at or item_id in self.latency_ms:
             return None
         ms = (time.monotonic() - self.sent_at[item_id]) * 1000
         self.latency_ms[item_id] = ms
@@ -73,17 +96,19 @@ async def watch_room(url: str, tally: Tally, connected: asyncio.Event) -> None:
                 continue
             reply = frame["reply"]
             ms = tally.record(reply)
-            if ms is not None:
-                print(
-                    f"[{reply['room']}] {reply['in_reply_to']['display_name']} <- "
-                    f"({reply['cue']['emotion']}, {reply['tier']}, {ms:.0f} ms) {reply['text']}",
-                    flush=True,
-                )
+            who = f"[{reply['room']}] {reply['in_reply_to']['display_name']} <-"
+            if reply.get("role") == "holding":
+                print(f"{who} (holding, escalated: {reply['route_reason']}) {reply['text']}", flush=True)
+            elif ms is not None:
+                how = reply["tier"] + (f", {reply['degraded']}" if reply.get("degraded") else "")
+                print(f"{who} ({reply['cue']['emotion']}, {how}, {reply['route_reason']}, {ms:.0f} ms) {reply['text']}",
+                      flush=True)
             await ws.send(orjson.dumps({"type": "ack", "reply_id": reply["reply_id"]}).decode())
 
 
-async def watch_dead_letters(bootstrap: str, topic: str, tally: Tally, ready: asyncio.Event) -> None:
-    consumer = make_consumer(bootstrap, None, "idolstream-demo-dlq", auto_offset_reset="latest")
+async def watch_topic(bootstrap: str, topic: str, on_record, ready: asyncio.Event) -> None:
+    """Call `on_record(json)` for every new record of `topic` (dead letters, shed items)."""
+    consumer = make_consumer(bootstrap, None, "idolstream-demo-watch", auto_offset_reset="latest")
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
@@ -95,7 +120,7 @@ async def watch_dead_letters(bootstrap: str, topic: str, tally: Tally, ready: as
         while True:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
-                    tally.record_dead_letter(orjson.loads(record.value).get("item_id"))
+                    on_record(orjson.loads(record.value))
     finally:
         await consumer.stop()
 
@@ -114,30 +139,58 @@ async def run_demo(items: int, exit_when_done: bool, rooms: int, interval_s: flo
             await asyncio.to_thread(broker.down)
 
 
+def share_cores_between_tiers() -> None:
+    """Both tiers run in this one process: give each half the cores instead of letting both use all.
+
+    Two models each running on every core thrash; on their own machines (pods) each tier
+    has its cores to itself and this does not apply.
+    """
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+
+
 async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exit_when_done: bool, rooms: int,
                 interval_s: float, timeout_s: float) -> int:
     gateway_settings = GatewaySettings()
+    deep_settings = DeepTierSettings()
     await prepare_topics(fast_settings, bootstrap)
-    print("loading the fast model (building tiny checkpoints if missing)…", file=sys.stderr, flush=True)
-    runner = await asyncio.to_thread(load_fast_runner, fast_settings)
+    print("loading the fast and deep models (building tiny checkpoints if missing)…", file=sys.stderr, flush=True)
+    share_cores_between_tiers()
+    fast_metrics, deep_metrics = WorkerMetrics(), WorkerMetrics()
+    fast_slot = await load_slot(fast_settings, fast_settings.model_id, fast_metrics)
+    deep_slot = await load_slot(deep_settings, deep_settings.deep_model_id, deep_metrics)
     room_ids = [f"demo-room-{i + 1}" for i in range(rooms)]
     tally = Tally()
     tally.expected = items
     async with gateway_service(gateway_settings, bootstrap) as (gateway, _), \
-            fast_tier_service(fast_settings, bootstrap, runner) as (_, fast_task):
+            deep_tier_service(deep_settings, bootstrap, deep_slot, deep_metrics), \
+            fast_tier_service(fast_settings, bootstrap, fast_slot, fast_metrics) as fast:
+        fast_task = fast.task
         base = f"http://{gateway_settings.host}:{gateway.port}"
-        print(f"overlay page: {base}/?room={room_ids[0]}  (model {runner.spec.id}, {runner.processor_kind} processor)",
+        print(f"overlay page: {base}/?room={room_ids[0]}  (fast {fast_slot.model_id}, deep {deep_slot.model_id})",
               file=sys.stderr, flush=True)
-        dlq_ready = asyncio.Event()
-        watchers = [asyncio.create_task(watch_dead_letters(bootstrap, fast_settings.topics.dlq, tally, dlq_ready))]
-        await asyncio.wait_for(dlq_ready.wait(), 10)
+        watchers = []
+        for topic, on_record in (
+            (fast_settings.topics.dlq, lambda r: tally.record_dead_letter(r.get("item_id"))),
+            (fast_settings.topics.shed, lambda r: tally.record_shed(r.get("item_id"), r.get("reason", "?"))),
+        ):
+            ready = asyncio.Event()
+            watchers.append(asyncio.create_task(watch_topic(bootstrap, topic, on_record, ready)))
+            await asyncio.wait_for(ready.wait(), 10)
         for room in room_ids:
             connected = asyncio.Event()
             watchers.append(asyncio.create_task(watch_room(f"ws://{gateway_settings.host}:{gateway.port}/ws/{room}", tally, connected)))
             await asyncio.wait_for(connected.wait(), 10)
         async with SubmissionClient(bootstrap, fast_settings.topics, "idolstream-demo") as client:
             for i in range(items):
-                submission = sample_item(i).to_submission(room_ids[i % rooms])
+                replay = i % REPLAY_EVERY == REPLAY_EVERY - 1
+                created_at = utcnow() - REPLAY_AGE if replay else None
+                submission = sample_item(i).to_submission(room_ids[i % rooms], created_at=created_at)
+                if replay:
+                    tally.replays.add(submission.item_id)
                 tally.sent_at[submission.item_id] = time.monotonic()
                 await client.submit(submission)
                 if interval_s:
@@ -156,17 +209,20 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
                     n += 1
         for task in watchers:
             task.cancel()
-    runner.close()
+    models = {"fast": fast_slot.model_id, "deep": deep_slot.model_id}
+    fast_slot.close()
+    deep_slot.close()
     latencies = list(tally.latency_ms.values())
     summary = {
         "items": items,
         "replied": len(latencies),
         "dead_lettered": len(tally.dead_lettered),
-        "by_tier": tally.by_tier,
+        "by_tier": {tier: tally.by_tier.get(tier, 0) for tier in ("fast", "deep", "fallback")},
+        "shed": len(tally.shed),
         "p50_ms": percentile(latencies, 50),
         "p95_ms": percentile(latencies, 95),
-        "model": runner.spec.id,
+        "models": models,
         "kafka_bootstrap": bootstrap,
     }
     print(orjson.dumps(summary).decode(), flush=True)
-    return 0 if len(latencies) == items else 1
+    return 0 if tally.succeeded() else 1

@@ -36,6 +36,14 @@ class ModelSlot:
         self.last_error: str | None = None
         metrics.model_loaded.labels(self.model_id).set(1)
 
+    @classmethod
+    def around(cls, runner: ModelRunner, metrics: WorkerMetrics) -> ModelSlot:
+        """A slot for an already loaded runner that refuses every switch (benchmarks, tests)."""
+        def cannot_load(model_id: str) -> ModelRunner:
+            raise ModelLoadError(f"this worker cannot load {model_id!r}")
+
+        return cls(runner, cannot_load, [runner.spec.id], ModelSwitchGate(0.0), metrics)
+
     def request_switch(self, model_id: str) -> asyncio.Task:
         """Start switching to `model_id` (raises SwitchRefused at once when it may not)."""
         self.gate.begin(model_id, self.model_id, self.known_ids, time.monotonic())

@@ -17,7 +17,6 @@ from producers.samples import sample_item
 from stream.kafka_io import make_consumer, partitions_of
 from stream.metrics import WorkerMetrics
 from stream.settings import DeepTierSettings, FastTierSettings, GatewaySettings
-from stream.switching import ModelSwitchGate
 
 WAIT_S = 60  # generous upper bound for one reply on a loaded CI machine
 
@@ -74,18 +73,6 @@ async def read_topic(bootstrap: str, topic: str, until, timeout: float = WAIT_S)
         await consumer.stop()
 
 
-def test_slot(runner, metrics: WorkerMetrics, loader=None, known=None, min_interval_s: float = 0.0) -> ModelSlot:
-    """A slot around an already loaded runner; switching needs a `loader`."""
-    def no_loading(model_id: str):
-        raise AssertionError("this stack cannot load models")
-
-    return ModelSlot(runner, loader or no_loading, known or [runner.spec.id], ModelSwitchGate(min_interval_s), metrics)
-
-
-# pytest must not collect the helper above as a test.
-test_slot.__test__ = False  # type: ignore[attr-defined]
-
-
 @contextlib.asynccontextmanager
 async def running_stack(bootstrap: str, prefix: str, runner, deep_runner=None, deep_overrides=None, *,
                         fast_slot: ModelSlot | None = None, **fast_overrides):
@@ -106,14 +93,14 @@ async def running_stack(bootstrap: str, prefix: str, runner, deep_runner=None, d
     gateway = GatewaySettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, port=0)
     await prepare_topics(fast, bootstrap)
     metrics = WorkerMetrics()
-    slot = fast_slot or test_slot(runner, metrics)
+    slot = fast_slot or ModelSlot.around(runner, metrics)
     async with contextlib.AsyncExitStack() as stack:
         gw, _ = await stack.enter_async_context(gateway_service(gateway, bootstrap))
         deep_metrics = None
         if deep_runner is not None:
             deep_metrics = WorkerMetrics()
             await stack.enter_async_context(
-                deep_tier_service(deep, bootstrap, test_slot(deep_runner, deep_metrics), deep_metrics)
+                deep_tier_service(deep, bootstrap, ModelSlot.around(deep_runner, deep_metrics), deep_metrics)
             )
         worker = await stack.enter_async_context(fast_tier_service(fast, bootstrap, slot, metrics))
         client = await stack.enter_async_context(SubmissionClient(bootstrap, fast.topics))
