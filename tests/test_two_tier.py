@@ -4,6 +4,7 @@ degradation when the deep tier is down, live load-shedding and model switching."
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import timedelta
 
 import httpx
@@ -57,6 +58,46 @@ class RamblingRunner:
 
     def close(self) -> None:
         pass
+
+
+class PoisonRunner:
+    """The real fast model, failing any batch that holds an item whose text says POISON."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.spec = runner.spec
+        self.batch_sizes: list[int] = []
+
+    def generate(self, requests, options=None):
+        self.batch_sizes.append(len(requests))
+        if any("POISON" in str(r.messages) for r in requests):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return self.runner.generate(requests, options)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_one_poisoned_item_gets_a_persona_line_and_a_dead_letter_and_spares_its_batch(
+    kafka_bootstrap, topic_prefix, fast_runner
+):
+    poison = PoisonRunner(fast_runner)
+    async with running_stack(kafka_bootstrap, topic_prefix, poison, batch_max_wait_ms=1000) as stack:
+        overlay = await stack.overlay("room-p")
+        good_before = await stack.submit("room-p", seed=1, text="nice!")
+        bad = await stack.submit("room-p", seed=2, text="POISON")
+        good_after = await stack.submit("room-p", seed=3, text="hello")
+        got = {a["item_id"]: a for a in answers(await frames_until(overlay, lambda r: len(answers(r)) >= 3))}
+        assert set(got) == {good_before.item_id, bad.item_id, good_after.item_id}
+        assert (got[bad.item_id]["tier"], got[bad.item_id]["degraded"]) == ("fallback", "model_error")
+        assert got[bad.item_id]["text"] in orjson.loads((PROJECT_ROOT / "config" / "persona.json").read_bytes())["fallback_lines"]
+        assert {got[i]["tier"] for i in (good_before.item_id, good_after.item_id)} <= {"fast", "fallback"}
+        assert all(got[i]["degraded"] in (None, "empty_answer") for i in (good_before.item_id, good_after.item_id))
+        [letter] = await read_topic(kafka_bootstrap, stack.fast.topics.dlq, lambda r: len(r) >= 1)
+        assert (letter["item_id"], letter["reason"]) == (bad.item_id, "model_error")
+        assert "illegal memory access" in letter["detail"]
+        assert stack.metrics.dead_letters.labels("model_error")._value.get() == 1
+        assert max(poison.batch_sizes) > 1, "the items were batched together, so the batch was retried item by item"
 
 
 async def test_an_escalating_item_gets_a_holding_line_then_a_deep_answer_without_reasoning(
@@ -172,8 +213,12 @@ async def test_a_model_switch_under_load_loses_no_item(kafka_bootstrap, topic_pr
                 for i in range(12):
                     sent.append((await stack.submit("room-w", seed=20 + i)).item_id)
                     if i == 4:
-                        accepted = await http.post("/switch_model", json={"model_id": "tiny-qwen3vl-dense"})
-                        assert accepted.status_code == 202, accepted.text
+                        cli = await asyncio.create_subprocess_exec(
+                            sys.executable, "-m", "stream.cli", "switch-model", "tiny-qwen3vl-dense", "--admin", admin,
+                            cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                        )
+                        said = (await asyncio.wait_for(cli.communicate(), WAIT_S))[0].decode()
+                        assert cli.returncode == 0 and "switching_to" in said, said
                         again = await http.post("/switch_model", json={"model_id": "tiny-qwen3vl-moe"})
                         assert again.status_code in (409, 429), again.text
                         unknown = await http.post("/switch_model", json={"model_id": "no-such-model"})
