@@ -20,6 +20,8 @@ How the replies line up with ``TransformersRunner``'s:
   A reply with reasoning and no content comes back as the reasoning alone (plus a matched
   stop string, see above): the servers report a thought cut off by the token limit and a
   closed thought followed by nothing in the same way, and either way there is no answer.
+  So from ``transformers serve``, which names no matched stop string, a thought stopped at
+  ``</think>`` comes back without the tag, and the caller closes it as if it had run over.
 * **Wall time.** Replies are streamed; ``max_time_s`` is a deadline for the whole call.
   Rows still streaming then are cut off (their connections are closed, which aborts the
   work on vLLM) and end with ``finish_reason="length"``, as in-process. A server that has
@@ -30,8 +32,8 @@ How the replies line up with ``TransformersRunner``'s:
 * **Assistant prefix.** A non-empty ``assistant_prefix`` is sent as a final assistant
   message with ``"continue_final_message": true, "add_generation_prompt": false``, a vLLM
   (and SGLang) extension: the server renders that message with its own chat template and
-  continues it. Servers without the extension refuse the request (``transformers serve``
-  answers 422), which fails the batch.
+  continues it. ``transformers serve`` refuses the request (HTTP 422), which fails the
+  batch; a server that ignored the two fields would start a new turn instead.
 
 Errors (refused connections, timeouts, HTTP 4xx/5xx, an error event in the stream) fail
 the whole batch with ``ModelRuntimeError``, whose message names the request and carries the
