@@ -136,7 +136,9 @@ def read_reply(raw: str, persona: Persona, item_id: str) -> ReadReply:
     if "</think>" in text:
         text = text.split("</think>", 1)[1]
     # U+FFFD: a reply cut inside a multi-byte character decodes to replacement marks.
-    text = neutralise_fan_text(text.replace("\ufffd", ""), max_chars=4 * persona.max_reply_chars)
+    # Control tokens a server decoded as text (e.g. <|endoftext|>) are dropped, not shown.
+    text = _CONTROL_TOKEN.sub("", text.replace("\ufffd", ""))
+    text = neutralise_fan_text(text, max_chars=4 * persona.max_reply_chars)
     emotion = "happy"
     match = _EMOTION_TAG.match(text)
     if match and match.group("emotion").lower() != "think":

@@ -92,3 +92,8 @@ def test_the_system_prompt_tells_the_model_how_to_ask_for_the_deep_tier():
 def test_holding_lines_are_stable_per_item_and_come_from_the_persona():
     assert PERSONA.holding_line("a") == PERSONA.holding_line("a")
     assert {PERSONA.holding_line(f"item-{i}") for i in range(40)} <= set(PERSONA.holding_lines)
+
+
+def test_control_tokens_a_server_decoded_as_text_are_dropped_from_the_answer():
+    got = read_reply("[happy] Thank you!<|im_end|><|endoftext|>", PERSONA, "item-3")
+    assert got.text == "Thank you!"
