@@ -69,8 +69,16 @@ async def _worker(
     tier, consumer, slot: ModelSlot, metrics: WorkerMetrics, settings: WorkerSettings, admin_port: int | None,
     side_tasks: list,
 ) -> AsyncIterator[RunningWorker]:
-    task = asyncio.create_task(consumer.run(), name="worker")
+    """Run the consumer and its side loops; `task` ends (raising) as soon as any of them fails."""
+    consuming = asyncio.create_task(consumer.run(), name="consume")
     extra = [asyncio.create_task(coro) for coro in side_tasks]
+
+    async def supervise() -> None:
+        done, _ = await asyncio.wait({consuming, *extra}, return_when=asyncio.FIRST_COMPLETED)
+        for finished in done:
+            finished.result()
+
+    task = asyncio.create_task(supervise(), name="worker")
     async with contextlib.AsyncExitStack() as stack:
         port = None
         if admin_port is not None:
@@ -80,10 +88,11 @@ async def _worker(
             yield RunningWorker(tier, consumer, task, port)
         finally:
             consumer.stop()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(consuming, return_exceptions=True)
             for side in extra:
                 side.cancel()
             await asyncio.gather(*extra, return_exceptions=True)
+            await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
