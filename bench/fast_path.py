@@ -15,9 +15,7 @@ import argparse
 import asyncio
 import os
 import platform
-import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -33,15 +31,11 @@ from consumers.services import fast_tier_service, prepare_topics  # noqa: E402
 from stream.metrics import WorkerMetrics  # noqa: E402
 from producers.samples import sample_item  # noqa: E402
 from stream.kafka_io import Checkpoint, make_consumer, make_producer, partitions_of  # noqa: E402
-from stream.local_kafka import LocalKafka, find_free_port  # noqa: E402
+from bench.harness import bench_bootstrap, pct  # noqa: E402
 from stream.models.registry import ModelRegistry  # noqa: E402
 from stream.models.runtime import TransformersRunner  # noqa: E402
 from stream.models.tiny import build_missing  # noqa: E402
 from stream.settings import FastTierSettings  # noqa: E402
-
-
-def pct(values: list[float], q: int) -> float:
-    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1)
 
 
 async def offer_and_collect(bootstrap: str, settings: FastTierSettings, messages: list[tuple[str, bytes, str]], rate: float):
@@ -127,13 +121,7 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="fast tier batch_max_size")
     args = parser.parse_args()
 
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = LocalKafka(Path(tempfile.mkdtemp(prefix="idolstream-bench-")), port=find_free_port(),
-                            controller_port=find_free_port(), jars_root=ROOT / "var" / "kafka" / "jars")
-        bootstrap = await asyncio.to_thread(broker.up)
-    try:
+    async with bench_bootstrap() as bootstrap:
         registry = ModelRegistry.load(ROOT / "config" / "models.json")
         build_missing(registry, ROOT)
         runner = await asyncio.to_thread(TransformersRunner.load, registry.get(args.model), ROOT)
@@ -145,15 +133,13 @@ async def main() -> None:
             settings = FastTierSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, group_id=f"{prefix}g",
                                         topic_partitions=1, batch_max_size=args.batch,
                                         # the fast path alone: no escalation, no shedding
-                                        escalate=False, user_max_items=0, room_max_replies=0)
+                                        escalate=False, user_max_items=0, room_max_replies=0,
+                                        max_age_s=3600)  # the items are built once, before both runs
             await prepare_topics(settings, bootstrap)
             extra = (runner,) if name == "fast_tier" else ()
             latencies, throughput = await run(bootstrap, settings, messages, args.rate, *extra)
             results[name] = {"items_per_s": round(throughput, 2), "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99)}
         runner.close()
-    finally:
-        if broker:
-            broker.down()
 
     bare, fast = results["bare_aiokafka"], results["fast_tier"]
     print(f"machine: {platform.machine()} {os.cpu_count()} cpu, model {args.model}, {args.items} items at {args.rate}/s offered")
