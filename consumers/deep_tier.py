@@ -16,12 +16,11 @@ Per micro-batch of escalations from `items.deep`:
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass
 
 from consumers.batch_consumer import Outcome, Received
-from consumers.model_slot import ModelSlot
+from consumers.model_slot import ModelSlot, call_isolating_failures
 from consumers.outputs import Outputs
 from stream.contracts import Escalation, Reasoning, Timings, decode_escalation, utcnow
 from stream.errors import ModelFailure, RejectedItem
@@ -34,7 +33,6 @@ from stream.routing import DegradeReason, ShedReason
 from stream.settings import DeepTierSettings
 from stream.thinking import THINK_CLOSE, continue_after_thought, split_thinking
 
-log = logging.getLogger("idolstream.deep_tier")
 # Of the time left before the deadline, the share the thought may use; the answer gets the rest.
 THOUGHT_SHARE = 0.7
 
@@ -93,10 +91,13 @@ class DeepTier:
                 try:
                     jobs.append(await asyncio.to_thread(self._job, received, escalation, runner))
                 except RejectedItem as error:  # the deep model's image budget refused what the fast one took
-                    outcomes.append((record, await self._draft(escalation, DegradeReason.MODEL_ERROR)))
-                    outcomes[-1][1].append(await self.outputs.dead_letter(record, error, item.item_id, item.room))
+                    drafted = await self._draft(escalation, DegradeReason.MODEL_ERROR)
+                    letter = await self.outputs.dead_letter(record, error, item.item_id, item.room)
+                    outcomes.append((record, [*drafted, letter]))
         if jobs:
-            answers, inference_s = await self._answer(runner, jobs)
+            answers, inference_s = await call_isolating_failures(
+                lambda batch: self._think_and_answer(runner, batch), jobs, self.metrics
+            )
             for job, answer in zip(jobs, answers):
                 outcomes.append((job.received.record, await self._deliver(job, answer, runner, started, inference_s)))
         return outcomes
@@ -107,24 +108,6 @@ class DeepTier:
         admitted = admit_image(decode_base64_image(item.image.data), limits)
         request = GenerationRequest(messages=build_messages(self.persona, item), images=[admitted.image])
         return Job(received, escalation, request)
-
-    async def _answer(self, runner: ModelRunner, jobs: list[Job]) -> tuple[list[Answer | ModelFailure], float]:
-        """The batch through the model; if it fails, item by item so one bad item fails alone."""
-        self.metrics.batch_size.observe(len(jobs))
-        t0 = time.perf_counter()
-        try:
-            answers: list = await asyncio.to_thread(self._think_and_answer, runner, jobs)
-        except Exception:
-            log.warning("deep batch of %d failed; retrying item by item", len(jobs), exc_info=True)
-            answers = []
-            for job in jobs:
-                try:
-                    answers.extend(await asyncio.to_thread(self._think_and_answer, runner, [job]))
-                except Exception as exc:
-                    answers.append(ModelFailure(f"{type(exc).__name__}: {exc}"[:500]))
-        elapsed = time.perf_counter() - t0
-        self.metrics.inference_seconds.observe(elapsed)
-        return answers, elapsed
 
     def _think_and_answer(self, runner: ModelRunner, jobs: list[Job]) -> list[Answer]:
         """Blocking; runs in a worker thread. Every step is bounded by the earliest deadline."""

@@ -27,7 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from consumers.batch_consumer import Outcome, Received
-from consumers.model_slot import ModelSlot
+from consumers.model_slot import ModelSlot, call_isolating_failures
 from consumers.outputs import Outputs, source_of
 from stream.breaker import CircuitBreaker
 from stream.contracts import Cue, Draft, Escalation, Submission, Timings, decode_submission, new_id, utcnow
@@ -35,7 +35,7 @@ from stream.errors import ModelFailure, RejectedItem
 from stream.escalations import PendingEscalations
 from stream.images import admit_image, decode_base64_image
 from stream.metrics import WorkerMetrics
-from stream.models.runtime import GenerationRequest, GenerationResult, ModelRunner
+from stream.models.runtime import GenerationRequest, ModelRunner
 from stream.persona import Persona, build_messages, read_reply
 from stream.replies import build_reply, draft_reply, item_age_s
 from stream.routing import DegradeReason, ItemFeatures, RoutingPolicy, decide_route, item_features, item_priority
@@ -96,7 +96,6 @@ class FastTier:
         self.shedder = LoadShedder(shedding_policy(settings))
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
         self.pending: PendingEscalations[Escalation] = PendingEscalations(settings.max_pending_escalations)
-        self._max_pixels = slot.runner.spec.max_pixels if slot.runner else 65536
 
     # -- one batch --------------------------------------------------------------------
 
@@ -126,22 +125,26 @@ class FastTier:
                 for item in to_answer:
                     outcomes.append((item.received.record, await self._persona_line(item, DegradeReason.MODEL_SWITCHING)))
             else:
-                results, inference_s = await self._generate(runner, to_answer)
+                results, inference_s = await call_isolating_failures(
+                    lambda items: runner.generate([p.request for p in items]), to_answer, self.metrics
+                )
                 for item, result in zip(to_answer, results):
                     outcomes.append((item.received.record, await self._route(item, result, runner, started, inference_s)))
         return outcomes
 
     def _prepare(self, batch: list[Received]) -> tuple[list[Prepared], list[tuple[Received, RejectedItem, Submission | None]]]:
-        if self.slot.runner is not None:
-            self._max_pixels = self.slot.runner.spec.max_pixels
-        limits = self.settings.image_limits(self._max_pixels)
+        limits = self.settings.image_limits(self.slot.spec.max_pixels)
         prepared, rejected = [], []
         for received in batch:
             submission = None
             t0 = time.perf_counter()
             try:
                 submission = decode_submission(received.record.value or b"")
-                admitted = admit_image(decode_base64_image(submission.image.data), limits)
+                # Only a screenshot's text coverage feeds the routing policy: measure it there alone.
+                admitted = admit_image(
+                    decode_base64_image(submission.image.data), limits,
+                    measure_text_coverage=submission.kind == "danmaku_screenshot",
+                )
             except RejectedItem as error:
                 rejected.append((received, error, submission))
                 continue
@@ -149,24 +152,6 @@ class FastTier:
             features = item_features(submission, admitted.text_coverage)
             prepared.append(Prepared(received, submission, request, features, (time.perf_counter() - t0) * 1000))
         return prepared, rejected
-
-    async def _generate(self, runner: ModelRunner, prepared: list[Prepared]) -> tuple[list[GenerationResult | ModelFailure], float]:
-        """Run the batch; if it fails, run its items one by one so one bad item fails alone."""
-        self.metrics.batch_size.observe(len(prepared))
-        t0 = time.perf_counter()
-        try:
-            results: list = await asyncio.to_thread(runner.generate, [p.request for p in prepared])
-        except Exception:
-            log.warning("batch of %d failed; retrying item by item", len(prepared), exc_info=True)
-            results = []
-            for item in prepared:
-                try:
-                    results.extend(await asyncio.to_thread(runner.generate, [item.request]))
-                except Exception as exc:
-                    results.append(ModelFailure(f"{type(exc).__name__}: {exc}"[:500]))
-        elapsed = time.perf_counter() - t0
-        self.metrics.inference_seconds.observe(elapsed)
-        return results, elapsed
 
     def _timings(self, item: Prepared, started: float, inference_s: float) -> Timings:
         return Timings(

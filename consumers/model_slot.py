@@ -11,16 +11,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+from stream.errors import ModelFailure
 from stream.metrics import WorkerMetrics
 from stream.models.errors import ModelLoadError
+from stream.models.registry import ModelSpec
 from stream.models.runtime import ModelRunner
 from stream.switching import ModelSwitchGate
 
 log = logging.getLogger("idolstream.models")
 
 Loader = Callable[[str], ModelRunner]  # registry id -> loaded runner (blocking; runs in a thread)
+T = TypeVar("T")
+
+
+async def call_isolating_failures(
+    call: Callable[[list[T]], list[Any]], items: Sequence[T], metrics: WorkerMetrics
+) -> tuple[list[Any], float]:
+    """Run `call` on the batch in a worker thread; if it fails, on each item alone.
+
+    One bad item then fails alone, as a ModelFailure in its place, and the others are
+    answered. Returns one result per item and the seconds spent in the model.
+    """
+    metrics.batch_size.observe(len(items))
+    t0 = time.perf_counter()
+    try:
+        results: list[Any] = await asyncio.to_thread(call, list(items))
+    except Exception:
+        log.warning("batch of %d failed; retrying item by item", len(items), exc_info=True)
+        results = []
+        for item in items:
+            try:
+                results.extend(await asyncio.to_thread(call, [item]))
+            except Exception as exc:
+                results.append(ModelFailure(f"{type(exc).__name__}: {exc}"[:500]))
+    elapsed = time.perf_counter() - t0
+    metrics.inference_seconds.observe(elapsed)
+    return results, elapsed
 
 
 class ModelSlot:
@@ -28,13 +57,17 @@ class ModelSlot:
         self, runner: ModelRunner, loader: Loader, known_ids: list[str], gate: ModelSwitchGate, metrics: WorkerMetrics
     ) -> None:
         self.runner: ModelRunner | None = runner
-        self.model_id = runner.spec.id
+        self.spec: ModelSpec = runner.spec  # of the model loaded, or loaded last while switching
         self.loader = loader
         self.known_ids = known_ids
         self.gate = gate
         self.metrics = metrics
         self.last_error: str | None = None
         metrics.model_loaded.labels(self.model_id).set(1)
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.id
 
     @classmethod
     def around(cls, runner: ModelRunner, metrics: WorkerMetrics) -> ModelSlot:
@@ -62,10 +95,10 @@ class ModelSlot:
             except ModelLoadError as exc:
                 self.last_error = str(exc)
                 log.error("switch to %s failed, loading %s again: %s", model_id, previous, exc)
-                runner, model_id = await asyncio.to_thread(self.loader, previous), previous
-            self.runner, self.model_id = runner, model_id
-            self.metrics.model_loaded.labels(model_id).set(1)
-            log.info("model switched to %s", model_id)
+                runner = await asyncio.to_thread(self.loader, previous)
+            self.runner, self.spec = runner, runner.spec
+            self.metrics.model_loaded.labels(runner.spec.id).set(1)
+            log.info("model %s loaded", runner.spec.id)
         finally:
             self.metrics.model_switching.set(0)
             self.gate.finish()

@@ -187,27 +187,23 @@ async def until_signalled(*tasks: asyncio.Task) -> None:
         task.result()
 
 
-async def serve_fast_tier(settings: FastTierSettings) -> None:
+async def _serve_tier(settings: WorkerSettings, model_id: str, service, name: str, group_id: str) -> None:
     bootstrap = bootstrap_for(settings, start_local=False)
     await prepare_topics(settings, bootstrap)
     metrics = WorkerMetrics()
-    slot = await load_slot(settings, settings.model_id, metrics)
-    async with fast_tier_service(settings, bootstrap, slot, metrics) as running:
-        log.info("fast tier up: model %s, group %s, admin port %s", slot.model_id, settings.group_id, running.admin_port)
+    slot = await load_slot(settings, model_id, metrics)
+    async with service(settings, bootstrap, slot, metrics) as running:
+        log.info("%s up: model %s, group %s, admin port %s", name, slot.model_id, group_id, running.admin_port)
         await until_signalled(running.task)
     slot.close()
+
+
+async def serve_fast_tier(settings: FastTierSettings) -> None:
+    await _serve_tier(settings, settings.model_id, fast_tier_service, "fast tier", settings.group_id)
 
 
 async def serve_deep_tier(settings: DeepTierSettings) -> None:
-    bootstrap = bootstrap_for(settings, start_local=False)
-    await prepare_topics(settings, bootstrap)
-    metrics = WorkerMetrics()
-    slot = await load_slot(settings, settings.deep_model_id, metrics)
-    async with deep_tier_service(settings, bootstrap, slot, metrics) as running:
-        log.info("deep tier up: model %s, group %s, admin port %s", slot.model_id, settings.deep_group_id,
-                 running.admin_port)
-        await until_signalled(running.task)
-    slot.close()
+    await _serve_tier(settings, settings.deep_model_id, deep_tier_service, "deep tier", settings.deep_group_id)
 
 
 async def serve_gateway(settings: GatewaySettings) -> None:

@@ -40,7 +40,7 @@ class AdmittedImage:
     image: Image.Image
     format: str
     original_size: tuple[int, int]
-    text_coverage: float  # measured before downscaling, see `text_coverage`
+    text_coverage: float | None  # measured before downscaling when asked, see `text_coverage`
 
     @property
     def size(self) -> tuple[int, int]:
@@ -66,8 +66,12 @@ def fit_to_budget(width: int, height: int, max_pixels: int, min_side: int) -> tu
     return (math.ceil(scaled[0] * grow), math.ceil(scaled[1] * grow))
 
 
-def admit_image(raw: bytes, limits: ImageLimits) -> AdmittedImage:
-    """Decode and normalise an image, or raise InvalidImage with the reason."""
+def admit_image(raw: bytes, limits: ImageLimits, measure_text_coverage: bool = False) -> AdmittedImage:
+    """Decode and normalise an image, or raise InvalidImage with the reason.
+
+    `measure_text_coverage` also measures `text_coverage` on the full-size image (a few
+    milliseconds), for callers whose routing reads it.
+    """
     if len(raw) > limits.max_bytes:
         raise InvalidImage(
             ReasonCode.IMAGE_TOO_LARGE, f"{len(raw)} bytes is over the {limits.max_bytes}-byte limit"
@@ -111,7 +115,7 @@ def admit_image(raw: bytes, limits: ImageLimits) -> AdmittedImage:
                 raise InvalidImage(ReasonCode.IMAGE_CORRUPT, f"image data is damaged: {exc}") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = saved_limit
-    coverage = text_coverage(rgb)
+    coverage = text_coverage(rgb) if measure_text_coverage else None
     target = fit_to_budget(rgb.width, rgb.height, limits.max_pixels, limits.min_side)
     if target != rgb.size:
         rgb = rgb.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)

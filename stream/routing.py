@@ -84,7 +84,7 @@ class ItemFeatures:
     text_chars: int
     has_question: bool
     has_maths: bool
-    text_coverage: float  # 0..1, see stream.images.text_coverage
+    text_coverage: float | None  # 0..1, see stream.images.text_coverage; None when not measured
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class RouteDecision:
     hold: bool  # send a holding line to the overlay while the deep tier works
 
 
-def item_features(submission: Submission, text_coverage: float) -> ItemFeatures:
+def item_features(submission: Submission, text_coverage: float | None) -> ItemFeatures:
     text = (submission.text or "").strip()
     return ItemFeatures(
         kind=submission.kind,
@@ -110,7 +110,8 @@ def _wanted_reason(features: ItemFeatures, model_wants_deep: bool, policy: Routi
         return RouteReason.MATHS
     if features.text_chars >= policy.long_text_chars:
         return RouteReason.LONG_TEXT
-    if features.kind == "danmaku_screenshot" and features.text_coverage >= policy.dense_text_coverage:
+    coverage = features.text_coverage
+    if features.kind == "danmaku_screenshot" and coverage is not None and coverage >= policy.dense_text_coverage:
         return RouteReason.DENSE_SCREENSHOT
     if features.has_question and features.text_chars >= policy.question_min_chars:
         return RouteReason.QUESTION

@@ -106,5 +106,7 @@ def test_admission_measures_text_coverage_before_downscaling():
     from producers.samples import draw_danmaku_screen, encode
 
     raw, _ = encode(draw_danmaku_screen(random.Random(1), (1920, 1080), dense=True), "PNG")
-    admitted = admit_image(raw, ImageLimits(max_bytes=8 << 20, max_decoded_pixels=24_000_000, max_pixels=65536))
+    limits = ImageLimits(max_bytes=8 << 20, max_decoded_pixels=24_000_000, max_pixels=65536)
+    admitted = admit_image(raw, limits, measure_text_coverage=True)
     assert admitted.size[0] * admitted.size[1] <= 65536 and admitted.text_coverage > 0.5
+    assert admit_image(raw, limits).text_coverage is None, "not measured unless asked for"

@@ -30,6 +30,7 @@ def features(text=None, kind="fan_image", coverage=0.0) -> ItemFeatures:
         (LETTER, "fan_image", 0.0, False, "deep", RouteReason.LONG_TEXT),
         (None, "danmaku_screenshot", 0.75, False, "deep", RouteReason.DENSE_SCREENSHOT),
         (None, "danmaku_screenshot", 0.3, False, "fast", RouteReason.SIMPLE),
+        (None, "danmaku_screenshot", None, False, "fast", RouteReason.SIMPLE),  # coverage not measured
         (None, "fan_image", 0.9, False, "fast", RouteReason.SIMPLE),  # a busy drawing is not a comment wall
         ("Which outfit from the summer live do you like best?", "fan_image", 0.0, False, "deep", RouteReason.QUESTION),
         ("Mochi!!", "fan_image", 0.0, True, "deep", RouteReason.MODEL_VERDICT),
