@@ -13,13 +13,16 @@ answer over the websocket and every replay was shed; its last line is one JSON s
 from __future__ import annotations
 
 import asyncio
+import secrets
 import statistics
 import sys
 import time
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import orjson
 from aiokafka import TopicPartition
+from pydantic import SecretStr
 from websockets.asyncio.client import connect
 
 from producers.client import SubmissionClient
@@ -28,6 +31,7 @@ from stream.contracts import utcnow
 from stream.kafka_io import bootstrap_for, local_kafka, make_consumer, partitions_of
 from stream.metrics import WorkerMetrics
 from stream.settings import DeepTierSettings, FastTierSettings, GatewaySettings
+from stream.tokens import issue_token
 
 from consumers.services import deep_tier_service, fast_tier_service, gateway_service, load_slot, prepare_topics
 
@@ -103,7 +107,8 @@ async def watch_room(url: str, tally: Tally, connected: asyncio.Event) -> None:
                 how = reply["tier"] + (f", {reply['degraded']}" if reply.get("degraded") else "")
                 print(f"{who} ({reply['cue']['emotion']}, {how}, {reply['route_reason']}, {ms:.0f} ms) {reply['text']}",
                       flush=True)
-            await ws.send(orjson.dumps({"type": "ack", "reply_id": reply["reply_id"]}).decode())
+            # A terminal, not a bubble: acked at once, so the gateway's pacing does not apply.
+            await ws.send(orjson.dumps({"type": "ack", "cursor": frame["cursor"]}).decode())
 
 
 async def watch_topic(bootstrap: str, topic: str, on_record, ready: asyncio.Event) -> None:
@@ -155,6 +160,8 @@ def share_cores_between_tiers() -> None:
 async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exit_when_done: bool, rooms: int,
                 interval_s: float, timeout_s: float) -> int:
     gateway_settings = GatewaySettings()
+    if gateway_settings.overlay_secret is None:  # a secret for this run only
+        gateway_settings = gateway_settings.model_copy(update={"overlay_secret": SecretStr(secrets.token_hex(32))})
     deep_settings = DeepTierSettings()
     await prepare_topics(fast_settings, bootstrap)
     print("loading the fast and deep models (building tiny checkpoints if missing)…", file=sys.stderr, flush=True)
@@ -170,7 +177,9 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
             fast_tier_service(fast_settings, bootstrap, fast_slot, fast_metrics) as fast:
         fast_task = fast.task
         base = f"http://{gateway_settings.host}:{gateway.port}"
-        print(f"overlay page: {base}/?room={room_ids[0]}  (fast {fast_slot.model_id}, deep {deep_slot.model_id})",
+        tokens = {room: issue_token(gateway_settings.secret(), room, 86_400) for room in room_ids}
+        page = f"{base}/?{urlencode({'room': room_ids[0], 'token': tokens[room_ids[0]]})}"
+        print(f"overlay page: {page}  (fast {fast_slot.model_id}, deep {deep_slot.model_id})",
               file=sys.stderr, flush=True)
         watchers = []
         for topic, on_record in (
@@ -182,7 +191,8 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
             await asyncio.wait_for(ready.wait(), 10)
         for room in room_ids:
             connected = asyncio.Event()
-            watchers.append(asyncio.create_task(watch_room(f"ws://{gateway_settings.host}:{gateway.port}/ws/{room}", tally, connected)))
+            watchers.append(asyncio.create_task(watch_room(
+                f"ws://{gateway_settings.host}:{gateway.port}/ws/{room}?token={tokens[room]}", tally, connected)))
             await asyncio.wait_for(connected.wait(), 10)
         async with SubmissionClient(bootstrap, fast_settings.topics, "idolstream-demo") as client:
             for i in range(items):
@@ -200,7 +210,7 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
                 await asyncio.wait({done, fast_task, *watchers}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
                 done.cancel()
             if not exit_when_done:
-                print(f"demo running: open {base}/?room={room_ids[0]} in a browser (or an OBS browser source); "
+                print(f"demo running: open {page} in a browser (or an OBS browser source); "
                       "Ctrl-C stops", file=sys.stderr, flush=True)
                 n = items
                 while not fast_task.done():  # keep the overlay alive with a trickle of sample traffic

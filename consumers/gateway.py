@@ -1,11 +1,18 @@
 """The overlay gateway: replies from Kafka to each room's overlays over websockets.
 
-One port serves the overlay page (``GET /?room=R``) and the websocket (``/ws/<room>``).
-Every gateway instance reads every partition of the replies topic without a consumer group
-(each instance serves any room) from the end, so an overlay sees what is said from the
-moment it connects. Protocol, server to overlay: ``hello``, then ``reply`` frames in room
-order; overlay to server: ``ack`` frames (accepted now, used for pacing later). websockets'
-own ping/pong detects dead peers.
+One port serves the overlay page (``GET /?room=R&token=T``), ``/healthz``, ``/readyz``,
+``/metrics`` and the websocket (``/ws/<room>?token=T[&after=<cursor>]``). Every gateway
+instance reads every partition of the replies topic without a consumer group, so any
+instance serves any room and gives each reply the same cursor (its partition and offset).
+At start it reads back the last `history_max_age_s` of replies to rebuild the room
+histories that reconnecting overlays resume from, then opens the port.
+
+Protocol (JSON text frames). Server to overlay: ``hello`` (with what a resume replayed and
+whether that was complete), ``reply`` frames in room order with their cursor, and a
+``heartbeat`` when nothing else was sent for `heartbeat_s`. Overlay to server: ``ack``
+(cursor or reply id) when a bubble has finished; the next reply waits for it, or for
+`ack_timeout_s`. A refused token closes the socket with 4401 (missing, malformed,
+expired, bad signature) or 4403 (another room); a refused Origin gets HTTP 403.
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import time
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -26,11 +35,15 @@ from websockets.http11 import Request, Response
 
 from stream.contracts import Reply
 from stream.metrics import GatewayMetrics
-from stream.overlay import RoomHub
+from stream.overlay import Cursor, OverlayQueue, RoomHub
 from stream.settings import GatewaySettings
+from stream.tokens import CLOSE_CODES, Refusal, check_token, origin_allowed
 
 log = logging.getLogger("idolstream.gateway")
 ROOM_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@-")
+HEARTBEAT = orjson.dumps({"type": "heartbeat"}).decode()
+CLOSE_BAD_REQUEST = 4400
+REBUILD_TIMEOUT_S = 60.0
 
 
 def overlay_page() -> bytes:
@@ -39,9 +52,23 @@ def overlay_page() -> bytes:
 
 def room_from_path(path: str) -> str | None:
     parts = urlsplit(path).path.split("/")
-    if len(parts) == 3 and parts[1] == "ws" and parts[2] and set(parts[2]) <= ROOM_CHARS:
+    if len(parts) == 3 and parts[1] == "ws" and parts[2] and len(parts[2]) <= 128 and set(parts[2]) <= ROOM_CHARS:
         return parts[2]
     return None
+
+
+def query_param(path: str, name: str) -> str | None:
+    values = parse_qs(urlsplit(path).query).get(name)
+    return values[0] if values else None
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token from `?token=` (browsers cannot set headers) or `Authorization: Bearer`."""
+    token = query_param(request.path, "token")
+    header = request.headers.get("Authorization", "")
+    if token is None and header.lower().startswith("bearer "):
+        token = header[7:].strip()
+    return token
 
 
 class Gateway:
@@ -49,26 +76,49 @@ class Gateway:
         self.settings = settings
         self.consumer = consumer
         self.metrics = metrics
-        self.hub = RoomHub(settings.client_queue, settings.recent_item_ids)
+        self.secret = settings.secret()
+        self.origins = settings.origins()
+        self.hub = RoomHub(settings.client_queue, settings.recent_item_ids, settings.history_per_room, settings.max_rooms)
+        self.ready = False
         self._server: Server | None = None
 
     async def start(self, partitions: list[int]) -> None:
-        """Position the replies reader at the end of `partitions`, then open the port."""
+        """Rebuild the room histories from the replies topic, then open the port."""
         topic = self.settings.topics.replies
         assigned = [TopicPartition(topic, p) for p in partitions]
         self.consumer.assign(assigned)
-        await self.consumer.seek_to_end(*assigned)
+        ends = await self.consumer.end_offsets(assigned)
+        since_ms = int((time.time() - self.settings.history_max_age_s) * 1000)
+        starts = await self.consumer.offsets_for_times({tp: since_ms for tp in assigned})
         for tp in assigned:
-            await self.consumer.position(tp)  # resolve now: nothing said after start() is missed
+            found = starts.get(tp)
+            self.consumer.seek(tp, ends[tp] if found is None else found.offset)
+        rebuilt = await self._read_until(ends)
+        self.metrics.history_rebuilt.inc(rebuilt)
+        log.info("room histories rebuilt from %d replies", rebuilt)
         self._server = await serve(
             self._handle,
             self.settings.host,
             self.settings.port,
             process_request=self._process_request,
-            ping_interval=10,
-            ping_timeout=10,
+            ping_interval=self.settings.heartbeat_s,
+            ping_timeout=2 * self.settings.heartbeat_s,
             max_size=64 * 1024,
         )
+        self.ready = True
+
+    async def _read_until(self, ends: dict[TopicPartition, int]) -> int:
+        read = 0
+        behind = {tp for tp, end in ends.items() if await self.consumer.position(tp) < end}
+        async with asyncio.timeout(REBUILD_TIMEOUT_S):
+            while behind:
+                batches = await self.consumer.getmany(*behind, timeout_ms=200, max_records=500)
+                for records in batches.values():
+                    for record in records:
+                        self._publish(record.partition, record.offset, record.value)
+                        read += 1
+                behind = {tp for tp in behind if await self.consumer.position(tp) < ends[tp]}
+        return read
 
     @property
     def port(self) -> int:
@@ -79,74 +129,122 @@ class Gateway:
         """Read replies until cancelled and fan them out (after `start`)."""
         try:
             while True:
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=200)
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=500)
                 for records in batches.values():
                     for record in records:
-                        self._publish(record.value)
+                        self._publish(record.partition, record.offset, record.value)
         finally:
+            self.ready = False
             if self._server is not None:
                 self._server.close()
                 await self._server.wait_closed()
 
-    def _publish(self, raw: bytes | None) -> None:
+    def _publish(self, partition: int, offset: int, raw: bytes | None) -> None:
         try:
             reply = Reply.model_validate_json(raw or b"")
         except ValidationError:
             self.metrics.invalid.inc()
             log.warning("ignored a record on the replies topic that is not a Reply v1")
             return
-        outcome = self.hub.publish(reply.model_dump(mode="json"))
+        self.metrics.received.inc()
+        outcome = self.hub.publish(Cursor(partition, offset), reply.model_dump(mode="json"))
         if outcome is None:
             self.metrics.duplicates.inc()
-            return
-        _, dropped = outcome
-        self.metrics.dropped.inc(dropped)
+        else:
+            self.metrics.dropped.inc(outcome.dropped)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path in ("/", "/overlay.html"):
-            body = overlay_page()
-            headers = Headers(
-                {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body)), "Cache-Control": "no-cache"}
-            )
-            return Response(http.HTTPStatus.OK, "OK", headers, body)
+            return _response(http.HTTPStatus.OK, overlay_page(), "text/html; charset=utf-8")
         if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            ready = self.ready
+            return connection.respond(http.HTTPStatus.OK if ready else http.HTTPStatus.SERVICE_UNAVAILABLE,
+                                      "ready\n" if ready else "starting\n")
+        if path == "/metrics":
+            return _response(http.HTTPStatus.OK, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
         if room_from_path(request.path) is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "use /ws/<room> for the websocket, / for the page\n")
+        if not origin_allowed(request.headers.get("Origin"), self.origins):
+            self.metrics.refused.labels(Refusal.ORIGIN.value).inc()
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
         return None
 
     async def _handle(self, websocket: ServerConnection) -> None:
-        room = room_from_path(websocket.request.path)
-        queue = self.hub.subscribe(room)
-        self.metrics.clients.set(self.hub.clients())
+        request = websocket.request
+        room = room_from_path(request.path)
+        refusal = check_token(self.secret, bearer_token(request), room)
+        if refusal is not None:
+            self.metrics.refused.labels(refusal.value).inc()
+            await websocket.close(CLOSE_CODES[refusal], refusal.value)
+            return
+        after = query_param(request.path, "after")
         try:
-            await websocket.send(orjson.dumps({"type": "hello", "room": room}).decode())
-            reader = asyncio.create_task(self._read_acks(websocket))
-            try:
-                while True:
-                    frame = asyncio.ensure_future(queue.next_frame())
-                    await asyncio.wait({frame, reader}, return_when=asyncio.FIRST_COMPLETED)
-                    if not frame.done():  # the overlay went away or broke the protocol
-                        frame.cancel()
-                        break
-                    await websocket.send(frame.result().decode())
-                    self.metrics.pushed.inc()
-            finally:
-                reader.cancel()
+            cursor = Cursor.parse(after) if after else None
+        except ValueError:
+            self.metrics.refused.labels("bad_cursor").inc()
+            await websocket.close(CLOSE_BAD_REQUEST, "after= is not a reply cursor")
+            return
+        queue, resume = self.hub.subscribe(room, cursor)
+        if cursor is not None:
+            self.metrics.resumes.labels(str(resume.complete).lower()).inc()
+            self.metrics.replayed.inc(resume.replayed)
+        self._count_clients()
+        reader = asyncio.create_task(self._read_frames(websocket, queue))
+        try:
+            hello = {"type": "hello", "room": room, "resumed": resume.replayed, "complete": resume.complete,
+                     "heartbeat_s": self.settings.heartbeat_s, "ack_timeout_s": self.settings.ack_timeout_s}
+            await websocket.send(orjson.dumps(hello).decode())
+            await self._push(websocket, queue)
         except ConnectionClosed:
             pass
         finally:
+            reader.cancel()
             self.hub.unsubscribe(queue)
-            self.metrics.clients.set(self.hub.clients())
+            self._count_clients()
 
-    async def _read_acks(self, websocket: ServerConnection) -> None:
-        async for message in websocket:
+    async def _push(self, websocket: ServerConnection, queue: OverlayQueue) -> None:
+        """Send the queue's replies one by one, each after the previous one's ack; heartbeat when idle."""
+        pacing = self.settings.ack_timeout_s > 0
+        while True:
             try:
-                frame = orjson.loads(message)
-            except orjson.JSONDecodeError:
-                await websocket.close(1003, "frames must be JSON")
-                return
-            if not isinstance(frame, dict) or frame.get("type") not in ("ack", "hello"):
-                await websocket.close(1008, "unknown frame type")
-                return
+                entry = await asyncio.wait_for(queue.next_entry(), self.settings.heartbeat_s)
+            except TimeoutError:
+                await websocket.send(HEARTBEAT)  # raises once the overlay is gone
+                continue
+            if pacing:
+                queue.sent(entry)
+            await websocket.send(entry.frame.decode())
+            self.metrics.pushed.inc()
+            self.metrics.push_seconds.observe(time.monotonic() - entry.at)
+            if pacing and not await queue.wait_ack(self.settings.ack_timeout_s):
+                self.metrics.ack_timeouts.inc()
+
+    async def _read_frames(self, websocket: ServerConnection, queue: OverlayQueue) -> None:
+        try:
+            async for message in websocket:
+                try:
+                    frame = orjson.loads(message)
+                except orjson.JSONDecodeError:
+                    await websocket.close(1003, "frames must be JSON")
+                    return
+                if not isinstance(frame, dict) or frame.get("type") not in ("ack", "heartbeat"):
+                    await websocket.close(1008, "unknown frame type")
+                    return
+                if frame["type"] == "ack":
+                    queue.ack(frame.get("cursor"), frame.get("reply_id"))
+        except ConnectionClosed:
+            pass
+        finally:
+            queue.release()  # a pusher waiting for this overlay's ack stops waiting
+
+    def _count_clients(self) -> None:
+        self.metrics.clients.set(self.hub.clients())
+        self.metrics.rooms.set(self.hub.rooms())
+
+
+def _response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body)), "Cache-Control": "no-cache"})
+    return Response(status, status.phrase, headers, body)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 
 from producers.client import build_submission
-from stream.contracts import Submission
+from stream.routing import RouteReason
+from stream.contracts import Cue, Reply, Submission, Timings, UserRef, new_id, utcnow
 
 FAN_NAMES = ["Aki", "Momo", "Renji", "Sora", "Yuki", "Haru", "Kaito", "Nana", "Lumi", "Taro"]
 FAN_TEXTS = [
@@ -111,3 +112,28 @@ def sample_item(seed: int) -> SampleItem:
     name = rng.choice(FAN_NAMES)
     text = None if kind == "danmaku_screenshot" else rng.choice(FAN_TEXTS)
     return SampleItem(kind, data, mime, f"{name.lower()}-{rng.randrange(1000)}", name, text)
+
+
+EMOTIONS = ["happy", "excited", "shy", "surprised", "thinking", "sad", "neutral"]
+MOTIONS = {"happy": "bounce", "excited": "jump", "shy": "hide_face", "surprised": "gasp",
+           "thinking": "tilt_head", "sad": "droop", "neutral": "idle"}
+
+
+def sample_reply(room: str, n: int, *, role: str = "answer", item_id: str | None = None,
+                 text: str | None = None) -> Reply:
+    """A synthetic reply (no model) for exercising the gateway and the overlay page."""
+    emotion = EMOTIONS[n % len(EMOTIONS)]
+    now = utcnow()
+    return Reply(
+        reply_id=new_id(),
+        item_id=item_id or f"{room}-item-{n}",
+        room=room,
+        role=role,
+        tier="fast",
+        route_reason=RouteReason.SIMPLE,
+        model_id="sample",
+        text=text or f"Reply number {n}: thank you so much for this one!",
+        cue=Cue(emotion=emotion, motion=MOTIONS[emotion]),
+        timings=Timings(item_created_at=now, queue_ms=0, admission_ms=0, inference_ms=0, replied_at=now),
+        in_reply_to=UserRef(id=f"fan-{n}", display_name=f"Fan {n}"),
+    )

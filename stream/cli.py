@@ -6,6 +6,7 @@
     idolstream submit --room R --user U [--text T] IMAGE...
     idolstream serve fast-tier|deep-tier|gateway   run one service until SIGTERM
     idolstream switch-model MODEL_ID --admin URL     ask a running tier to switch model
+    idolstream token --room R [--ttl S]  a signed room token for the overlay page
     idolstream schemas                   export the contracts' JSON Schemas
     idolstream demo [--items N --exit]   everything, with sample traffic
 
@@ -110,6 +111,20 @@ def _switch_model(args: argparse.Namespace) -> int:
     return 0 if response.status_code == 202 else 1
 
 
+def _token(args: argparse.Namespace) -> int:
+    """Print a room token signed with IDOLSTREAM_OVERLAY_SECRET, and the overlay URL on stderr."""
+    from urllib.parse import urlencode
+
+    from stream.tokens import issue_token
+
+    settings = load_settings(GatewaySettings)
+    token = issue_token(settings.secret(), args.room, args.ttl)
+    print(token)
+    query = urlencode({"room": args.room, "token": token})
+    print(f"overlay: http://{settings.host}:{settings.port}/?{query}", file=sys.stderr)
+    return 0
+
+
 def _schemas(args: argparse.Namespace) -> int:
     from stream.contracts import export_schemas
 
@@ -164,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     switch.add_argument("model_id", help="registry id (see `idolstream models list`)")
     switch.add_argument("--admin", required=True, help="the tier's admin URL, e.g. http://127.0.0.1:8081")
     switch.set_defaults(func=_switch_model)
+
+    token = sub.add_parser("token", help="issue a signed room token for an overlay (IDOLSTREAM_OVERLAY_SECRET)")
+    token.add_argument("--room", required=True)
+    token.add_argument("--ttl", type=float, default=86_400.0, help="seconds until it expires (default: a day)")
+    token.set_defaults(func=_token)
 
     sub.add_parser("schemas", help="export JSON Schemas into stream/schemas").set_defaults(func=_schemas)
 

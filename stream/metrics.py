@@ -73,11 +73,33 @@ class GatewayMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.clients = Gauge("idolstream_ws_clients", "Connected overlays", registry=r)
+        self.rooms = Gauge("idolstream_ws_rooms", "Rooms with at least one overlay connected", registry=r)
+        self.received = Counter("idolstream_ws_replies_received_total", "Replies read off the replies topic", registry=r)
         self.pushed = Counter("idolstream_ws_replies_pushed_total", "Replies sent to overlays", registry=r)
+        self.push_seconds = Histogram(
+            "idolstream_ws_push_seconds", "From reading a reply off Kafka to sending it to an overlay (pacing included)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r,
+        )
         self.duplicates = Counter(
             "idolstream_ws_duplicates_dropped_total", "Replies dropped because their item was already answered", registry=r
         )
         self.dropped = Counter(
-            "idolstream_ws_client_queue_dropped_total", "Replies dropped from a full client queue", registry=r
+            "idolstream_ws_client_queue_dropped_total", "Replies dropped from a full overlay queue (slow overlay)",
+            registry=r,
+        )
+        self.ack_timeouts = Counter(
+            "idolstream_ws_ack_timeouts_total", "Replies whose overlay did not ack within the pacing timeout", registry=r
+        )
+        self.refused = Counter(
+            "idolstream_ws_refused_total", "Overlay connections refused, by reason", ["reason"], registry=r
+        )
+        self.resumes = Counter(
+            "idolstream_ws_resumes_total", "Reconnects that named their last reply; complete=false when some were lost",
+            ["complete"], registry=r,
+        )
+        self.replayed = Counter("idolstream_ws_replayed_total", "Replies sent again from history on resume", registry=r)
+        self.history_rebuilt = Counter(
+            "idolstream_ws_history_rebuilt_total", "Replies read back from Kafka at start to rebuild room histories",
+            registry=r,
         )
         self.invalid = Counter("idolstream_ws_invalid_replies_total", "Records on the replies topic that were not replies", registry=r)

@@ -1,89 +1,242 @@
-"""Overlay fan-out without sockets: which overlay gets which reply, once, in order.
+"""Overlay fan-out without sockets: which overlay gets which reply, once, in order, paced.
 
-`RoomHub` keeps, per room, the set of subscribed overlays and the item ids already
+Every reply has a `Cursor`: the partition and offset of its record on the replies topic.
+Replies are keyed by room, so one room's replies are one partition's order, and every
+gateway instance (or a restarted one) gives a reply the same cursor. An overlay that
+reconnects names the last cursor it saw and gets exactly what came after, from the
+room's bounded `RoomHistory`.
+
+`RoomHub` keeps, per room, the subscribed overlays, the history and the item ids already
 answered: an item's first answer is shown and any later one dropped (a redelivered item,
 or a draft racing a deep answer); a holding line is shown only before anything else for
-its item. Each overlay has a bounded
-queue; when an overlay does not keep up, its oldest waiting reply is dropped and counted,
-so one stuck browser never holds back the others.
+its item. Each overlay has a bounded queue; when an overlay does not keep up, its oldest
+waiting reply is dropped and counted, so one stuck browser never holds back the others.
+Pacing: after a reply is sent, the overlay's next one waits until the overlay acks that
+the bubble has finished, or a timeout passes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 
 import orjson
 
 from stream.flow import RecentIds
 
 
-class OverlayQueue:
-    """A bounded queue of encoded frames for one overlay; full means drop the oldest."""
+@dataclass(frozen=True, order=True)
+class Cursor:
+    partition: int
+    offset: int
 
-    def __init__(self, room: str, capacity: int) -> None:
+    def __str__(self) -> str:
+        return f"{self.partition}-{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """`"3-1207"` → Cursor(3, 1207); ValueError for anything else."""
+        partition, sep, offset = text.partition("-")
+        if not sep or not partition.isdigit() or not offset.isdigit() or len(text) > 40:
+            raise ValueError(f"not a reply cursor: {text[:40]!r}")
+        return cls(int(partition), int(offset))
+
+    def covers(self, other: Cursor) -> bool:
+        """True when `other` is this cursor or comes before it in the same room."""
+        return other.partition == self.partition and other.offset <= self.offset
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One reply as the overlays get it: its cursor and its encoded frame."""
+
+    cursor: Cursor
+    reply_id: str
+    frame: bytes
+    at: float = field(default_factory=time.monotonic)  # when the gateway read it
+
+
+def reply_entry(cursor: Cursor, reply: dict) -> Entry:
+    frame = orjson.dumps({"type": "reply", "cursor": str(cursor), "reply": reply})
+    return Entry(cursor, reply["reply_id"], frame)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a reconnecting overlay got back: how many replies, and whether that is all it missed."""
+
+    replayed: int
+    complete: bool
+
+
+class RoomHistory:
+    """The last `capacity` replies of one room, for overlays that reconnect."""
+
+    def __init__(self, capacity: int) -> None:
+        self._entries: deque[Entry] = deque()
+        self.capacity = capacity
+        self.forgotten: Cursor | None = None  # the newest entry pushed out of the window
+
+    def append(self, entry: Entry) -> None:
+        self._entries.append(entry)
+        if len(self._entries) > self.capacity:
+            self.forgotten = self._entries.popleft().cursor
+
+    def after(self, cursor: Cursor) -> tuple[list[Entry], bool]:
+        """The entries after `cursor`, and False when some that came after it were forgotten."""
+        if self._entries and self._entries[-1].cursor.partition != cursor.partition:
+            return list(self._entries), False  # the room moved partition (topic resized): best effort
+        entries = [e for e in self._entries if not cursor.covers(e.cursor)]
+        complete = self.forgotten is None or cursor.covers(self.forgotten)
+        return entries, complete
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class OverlayQueue:
+    """One overlay's bounded queue of entries (full: drop the oldest) and its pacing state."""
+
+    def __init__(self, room: str, capacity: int, seen: Cursor | None = None) -> None:
         self.room = room
         self.capacity = capacity
         self.dropped = 0
-        self._frames: deque[bytes] = deque()
+        self.seen = seen  # entries at or before this cursor were shown already (resume)
+        self._entries: deque[Entry] = deque()
         self._ready = asyncio.Event()
+        self._in_flight: Entry | None = None
+        self._acked = asyncio.Event()
 
-    def offer(self, frame: bytes) -> bool:
-        """Queue a frame; False when an older frame had to be dropped to make room."""
-        dropped = len(self._frames) >= self.capacity
+    def offer(self, entry: Entry) -> bool:
+        """Queue an entry; False when an older one had to be dropped to make room."""
+        if self.seen is not None and self.seen.covers(entry.cursor):
+            return True  # a gateway behind the one the overlay came from: already shown
+        dropped = len(self._entries) >= self.capacity
         if dropped:
-            self._frames.popleft()
+            self._entries.popleft()
             self.dropped += 1
-        self._frames.append(frame)
+        self._entries.append(entry)
         self._ready.set()
         return not dropped
 
-    async def next_frame(self) -> bytes:
-        while not self._frames:
+    async def next_entry(self) -> Entry:
+        """The next entry to send (cancel-safe: nothing is taken until one is there)."""
+        while not self._entries:
             self._ready.clear()
             await self._ready.wait()
-        return self._frames.popleft()
+        entry = self._entries.popleft()
+        self.seen = entry.cursor
+        return entry
+
+    def sent(self, entry: Entry) -> None:
+        self._in_flight = entry
+        self._acked.clear()
+
+    def ack(self, cursor: str | None = None, reply_id: str | None = None) -> bool:
+        """The overlay finished showing a reply; True when it was the one being waited for."""
+        entry = self._in_flight
+        if entry is None or (cursor != str(entry.cursor) and reply_id != entry.reply_id):
+            return False
+        self.release()
+        return True
+
+    def release(self) -> None:
+        """Stop waiting for an ack (acked, or the overlay went away)."""
+        self._in_flight = None
+        self._acked.set()
+
+    async def wait_ack(self, timeout_s: float) -> bool:
+        """Wait for the ack of the entry last `sent`; False when `timeout_s` passed first."""
+        try:
+            await asyncio.wait_for(self._acked.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            self._in_flight = None
+            return False
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._entries)
+
+
+@dataclass
+class _Room:
+    history: RoomHistory
+    answered: RecentIds
+    overlays: set[OverlayQueue] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Published:
+    delivered: int
+    dropped: int
 
 
 class RoomHub:
-    def __init__(self, client_queue: int, recent_item_ids: int) -> None:
+    """Rooms, their overlays and histories; at most `max_rooms`, the least recently used forgotten."""
+
+    def __init__(self, client_queue: int, recent_item_ids: int, history_per_room: int, max_rooms: int = 10_000) -> None:
         self.client_queue = client_queue
         self.recent_item_ids = recent_item_ids
-        self._rooms: dict[str, set[OverlayQueue]] = {}
-        self._answered: dict[str, RecentIds] = {}
+        self.history_per_room = history_per_room
+        self.max_rooms = max_rooms
+        self._rooms: OrderedDict[str, _Room] = OrderedDict()
 
-    def subscribe(self, room: str) -> OverlayQueue:
+    def _room(self, room: str) -> _Room:
+        state = self._rooms.get(room)
+        if state is None:
+            state = self._rooms[room] = _Room(RoomHistory(self.history_per_room), RecentIds(self.recent_item_ids))
+            self._forget_idle_rooms()
+        self._rooms.move_to_end(room)
+        return state
+
+    def _forget_idle_rooms(self) -> None:
+        excess = len(self._rooms) - self.max_rooms
+        for name in [name for name, state in self._rooms.items() if not state.overlays][:max(0, excess)]:
+            del self._rooms[name]
+
+    def subscribe(self, room: str, after: Cursor | None = None) -> tuple[OverlayQueue, Resume]:
+        """A new overlay of `room`; with `after`, it first gets what the room said since then."""
+        state = self._room(room)
         queue = OverlayQueue(room, self.client_queue)
-        self._rooms.setdefault(room, set()).add(queue)
-        return queue
+        resume = Resume(0, True)
+        if after is not None:
+            entries, complete = state.history.after(after)
+            for entry in entries[-self.client_queue:]:
+                queue.offer(entry)
+            resume = Resume(min(len(entries), self.client_queue), complete and len(entries) <= self.client_queue)
+            queue.seen = after
+        state.overlays.add(queue)
+        return queue, resume
 
     def unsubscribe(self, queue: OverlayQueue) -> None:
-        members = self._rooms.get(queue.room)
-        if members is not None:
-            members.discard(queue)
-            if not members:
-                del self._rooms[queue.room]
+        state = self._rooms.get(queue.room)
+        if state is not None:
+            state.overlays.discard(queue)
 
     def clients(self) -> int:
-        return sum(len(m) for m in self._rooms.values())
+        return sum(len(state.overlays) for state in self._rooms.values())
 
-    def publish(self, reply: dict) -> tuple[int, int] | None:
-        """Offer a reply to its room's overlays: (delivered, dropped), or None for a duplicate."""
-        room, item_id = reply["room"], reply["item_id"]
-        seen = self._answered.setdefault(room, RecentIds(self.recent_item_ids))
+    def rooms(self) -> int:
+        """Rooms with at least one overlay connected."""
+        return sum(1 for state in self._rooms.values() if state.overlays)
+
+    def publish(self, cursor: Cursor, reply: dict) -> Published | None:
+        """Record a reply and offer it to its room's overlays; None for a duplicate."""
+        state = self._room(reply["room"])
+        item_id = reply["item_id"]
         if reply.get("role", "answer") == "holding":
-            if not seen.add(f"{item_id}\0holding") or item_id in seen:
+            if item_id in state.answered or not state.answered.add(f"{item_id}\0holding"):
                 return None
-        elif not seen.add(item_id):
+        elif not state.answered.add(item_id):
             return None
-        frame = orjson.dumps({"type": "reply", "reply": reply})
+        entry = reply_entry(cursor, reply)
+        state.history.append(entry)
         delivered = dropped = 0
-        for queue in self._rooms.get(room, ()):
-            if queue.offer(frame):
+        for queue in state.overlays:
+            if queue.offer(entry):
                 delivered += 1
             else:
                 dropped += 1
-        return delivered, dropped
+        return Published(delivered, dropped)

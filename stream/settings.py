@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.errors import ConfigError
 from stream.images import ImageLimits
+from stream.tokens import MIN_SECRET_BYTES
 from stream.topics import TopicNames
 
 
@@ -106,10 +107,39 @@ class DeepTierSettings(WorkerSettings):
 class GatewaySettings(CommonSettings):
     host: str = Field(default="127.0.0.1", description="address the gateway listens on")
     port: int = Field(default=8765, description="port of the overlay page and websocket")
-    client_queue: int = Field(
-        default=64, ge=1, description="replies buffered per overlay; when full the oldest is dropped"
+    overlay_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret of room tokens (32+ bytes); `idolstream token` signs with it"
     )
+    allowed_origins: str = Field(
+        default="", description="comma-separated Origins allowed to open the websocket; empty allows any"
+    )
+    client_queue: int = Field(
+        default=32, ge=1, description="replies waiting per overlay; when full the oldest is dropped and counted"
+    )
+    ack_timeout_s: float = Field(
+        default=10.0, ge=0, description="how long a room's next reply waits for the overlay's ack; 0 = no pacing"
+    )
+    heartbeat_s: float = Field(default=5.0, gt=0, description="heartbeat and ping interval; dead peers go in 2x")
+    history_per_room: int = Field(default=200, ge=1, description="replies kept per room for overlays that reconnect")
+    history_max_age_s: float = Field(
+        default=900.0, ge=0, description="how far back the room histories are rebuilt from Kafka at start"
+    )
+    max_rooms: int = Field(default=10_000, ge=1, description="rooms remembered; the least recently active forgotten")
     recent_item_ids: int = Field(default=4096, ge=16, description="item ids remembered per room to drop duplicates")
+
+    def secret(self) -> bytes:
+        if self.overlay_secret is None:
+            raise ConfigError(
+                "set IDOLSTREAM_OVERLAY_SECRET (32+ bytes, e.g. `openssl rand -hex 32`): "
+                "overlays need a room token signed with it"
+            )
+        value = self.overlay_secret.get_secret_value().encode()
+        if len(value) < MIN_SECRET_BYTES:
+            raise ConfigError(f"IDOLSTREAM_OVERLAY_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+    def origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
 
 
 def load_settings(cls: type[BaseSettings], **overrides: Any) -> Any:

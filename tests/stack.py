@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import orjson
 from aiokafka import TopicPartition
@@ -14,11 +15,13 @@ from consumers.model_slot import ModelSlot
 from consumers.services import RunningWorker, deep_tier_service, fast_tier_service, gateway_service, prepare_topics
 from producers.client import SubmissionClient
 from producers.samples import sample_item
-from stream.kafka_io import make_consumer, partitions_of
-from stream.metrics import WorkerMetrics
+from stream.kafka_io import make_consumer, make_producer, partitions_of
+from stream.metrics import GatewayMetrics, WorkerMetrics
 from stream.settings import DeepTierSettings, FastTierSettings, GatewaySettings
+from stream.tokens import issue_token
 
 WAIT_S = 60  # generous upper bound for one reply on a loaded CI machine
+SECRET = "test-overlay-secret-0123456789abcdef"  # the gateways' room-token secret in tests
 
 
 @dataclass
@@ -42,17 +45,38 @@ class Stack:
         return submission
 
     async def overlay(self, room: str) -> ClientConnection:
-        ws = await connect(f"ws://127.0.0.1:{self.gateway_port}/ws/{room}")
-        hello = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert hello == {"type": "hello", "room": room}
+        ws, hello = await open_overlay(self.gateway_port, room, overlay_token(room))
+        assert hello["type"] == "hello" and hello["room"] == room
         self.overlays.append(ws)
         return ws
 
 
-async def next_reply(ws: ClientConnection, timeout: float = WAIT_S) -> dict:
-    frame = orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+def overlay_token(room: str, ttl_s: float = 600, now: float | None = None) -> str:
+    return issue_token(SECRET.encode(), room, ttl_s, now)
+
+
+async def open_overlay(port: int, room: str, token: str | None, after: str | None = None,
+                       **connect_args) -> tuple[ClientConnection, dict]:
+    """An overlay connection and the gateway's hello frame."""
+    query = {k: v for k, v in (("token", token), ("after", after)) if v is not None}
+    ws = await connect(f"ws://127.0.0.1:{port}/ws/{room}?{urlencode(query)}", **connect_args)
+    return ws, orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+
+
+async def next_frame(ws: ClientConnection, timeout: float = WAIT_S) -> dict:
+    """The next reply frame (heartbeats skipped), acked at once like an overlay with no bubble time."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = orjson.loads(await ws.recv())
+            if frame["type"] != "heartbeat":
+                break
     assert frame["type"] == "reply", frame
-    return frame["reply"]
+    await ws.send(orjson.dumps({"type": "ack", "cursor": frame["cursor"]}).decode())
+    return frame
+
+
+async def next_reply(ws: ClientConnection, timeout: float = WAIT_S) -> dict:
+    return (await next_frame(ws, timeout))["reply"]
 
 
 async def read_topic(bootstrap: str, topic: str, until, timeout: float = WAIT_S) -> list[dict]:
@@ -90,7 +114,7 @@ async def running_stack(bootstrap: str, prefix: str, runner, deep_runner=None, d
         kafka_bootstrap=bootstrap, topic_prefix=prefix, deep_group_id=f"{prefix}deep", topic_partitions=2,
         session_timeout_ms=6000, **(deep_overrides or {}),
     )
-    gateway = GatewaySettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, port=0)
+    gateway = gateway_settings(bootstrap, prefix)
     await prepare_topics(fast, bootstrap)
     metrics = WorkerMetrics()
     slot = fast_slot or ModelSlot.around(runner, metrics)
@@ -110,3 +134,30 @@ async def running_stack(bootstrap: str, prefix: str, runner, deep_runner=None, d
         finally:
             for ws in result.overlays:
                 await ws.close()
+
+
+def gateway_settings(bootstrap: str, prefix: str, **overrides) -> GatewaySettings:
+    return GatewaySettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, topic_partitions=2,
+                           **{"port": 0, "overlay_secret": SECRET, **overrides})
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: GatewaySettings, metrics: GatewayMetrics | None = None):
+    """A started gateway alone (no tiers): tests put replies on the topic themselves."""
+    await prepare_topics(settings, settings.kafka_bootstrap)
+    async with gateway_service(settings, settings.kafka_bootstrap, metrics) as (gateway, _):
+        yield gateway
+
+
+async def produce_replies(bootstrap: str, topic: str, replies) -> list[str]:
+    """Put replies on the replies topic, keyed by room as the tiers do; their cursors, in order."""
+    producer = make_producer(bootstrap, "test-replies")
+    await producer.start()
+    try:
+        cursors = []
+        for reply in replies:
+            meta = await producer.send_and_wait(topic, reply.to_json(), key=reply.room.encode())
+            cursors.append(f"{meta.partition}-{meta.offset}")
+        return cursors
+    finally:
+        await producer.stop()

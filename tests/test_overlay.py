@@ -1,74 +1,149 @@
 import asyncio
 
 import orjson
+import pytest
 
 from stream.flow import RecentIds
-from stream.overlay import OverlayQueue, RoomHub
+from stream.overlay import Cursor, OverlayQueue, Resume, RoomHub
 
 
 def reply(room: str, item_id: str, role: str = "answer") -> dict:
-    return {"room": room, "item_id": item_id, "role": role, "text": f"{role} to {item_id}"}
+    return {"room": room, "item_id": item_id, "role": role, "reply_id": f"{item_id}/{role}", "text": f"{role} to {item_id}"}
 
 
-async def frames(queue: OverlayQueue) -> list[dict]:
+def hub(client_queue: int = 8, history: int = 16) -> RoomHub:
+    return RoomHub(client_queue=client_queue, recent_item_ids=16, history_per_room=history)
+
+
+async def drain(queue: OverlayQueue) -> list[dict]:
     out = []
     while len(queue):
-        out.append(orjson.loads(await queue.next_frame())["reply"])
+        entry = await queue.next_entry()
+        frame = orjson.loads(entry.frame)
+        assert frame["cursor"] == str(entry.cursor)
+        out.append(frame["reply"])
     return out
 
 
+def publish_all(h: RoomHub, room: str, n: int, partition: int = 0, first_offset: int = 0) -> None:
+    for k in range(n):
+        h.publish(Cursor(partition, first_offset + k), reply(room, f"i{k}"))
+
+
+def test_cursors_print_and_parse_back():
+    assert str(Cursor(3, 1207)) == "3-1207"
+    assert Cursor.parse("3-1207") == Cursor(3, 1207)
+    for bad in ("", "3", "3-", "-1", "a-1", "3-1-2", "3-x"):
+        with pytest.raises(ValueError):
+            Cursor.parse(bad)
+
+
 async def test_a_reply_reaches_every_overlay_of_its_room_and_no_other():
-    hub = RoomHub(client_queue=8, recent_item_ids=16)
-    a1, a2, b = hub.subscribe("a"), hub.subscribe("a"), hub.subscribe("b")
-    assert hub.publish(reply("a", "i1")) == (2, 0)
-    assert [r["item_id"] for r in await frames(a1)] == ["i1"]
-    assert [r["item_id"] for r in await frames(a2)] == ["i1"]
-    assert await frames(b) == []
+    h = hub()
+    (a1, _), (a2, _), (b, _) = h.subscribe("a"), h.subscribe("a"), h.subscribe("b")
+    assert h.publish(Cursor(0, 0), reply("a", "i1")).delivered == 2
+    assert [r["item_id"] for r in await drain(a1)] == ["i1"]
+    assert [r["item_id"] for r in await drain(a2)] == ["i1"]
+    assert await drain(b) == []
 
 
 async def test_a_second_reply_to_the_same_item_is_dropped():
-    hub = RoomHub(client_queue=8, recent_item_ids=16)
-    q = hub.subscribe("a")
-    hub.publish(reply("a", "i1"))
-    assert hub.publish(reply("a", "i1")) is None
-    assert len(await frames(q)) == 1
+    h = hub()
+    q, _ = h.subscribe("a")
+    h.publish(Cursor(0, 0), reply("a", "i1"))
+    assert h.publish(Cursor(0, 1), reply("a", "i1")) is None
+    assert len(await drain(q)) == 1
 
 
 async def test_a_holding_line_then_its_answer_are_both_shown_once():
-    hub = RoomHub(client_queue=8, recent_item_ids=16)
-    q = hub.subscribe("a")
-    assert hub.publish(reply("a", "i1", "holding")) == (1, 0)
-    assert hub.publish(reply("a", "i1", "holding")) is None
-    assert hub.publish(reply("a", "i1")) == (1, 0)
-    assert hub.publish(reply("a", "i1")) is None, "a draft racing the deep answer is not shown twice"
-    assert [r["role"] for r in await frames(q)] == ["holding", "answer"]
+    h = hub()
+    q, _ = h.subscribe("a")
+    assert h.publish(Cursor(0, 0), reply("a", "i1", "holding")).delivered == 1
+    assert h.publish(Cursor(0, 1), reply("a", "i1", "holding")) is None
+    assert h.publish(Cursor(0, 2), reply("a", "i1")).delivered == 1
+    assert h.publish(Cursor(0, 3), reply("a", "i1")) is None, "a draft racing the deep answer is not shown twice"
+    assert [r["role"] for r in await drain(q)] == ["holding", "answer"]
 
 
 async def test_a_holding_line_after_the_answer_is_not_shown():
-    hub = RoomHub(client_queue=8, recent_item_ids=16)
-    q = hub.subscribe("a")
-    hub.publish(reply("a", "i1"))
-    assert hub.publish(reply("a", "i1", "holding")) is None
-    assert [r["role"] for r in await frames(q)] == ["answer"]
+    h = hub()
+    q, _ = h.subscribe("a")
+    h.publish(Cursor(0, 0), reply("a", "i1"))
+    assert h.publish(Cursor(0, 1), reply("a", "i1", "holding")) is None
+    assert [r["role"] for r in await drain(q)] == ["answer"]
 
 
 async def test_a_full_overlay_queue_drops_its_oldest_and_keeps_order():
-    hub = RoomHub(client_queue=2, recent_item_ids=16)
-    q = hub.subscribe("a")
-    results = [hub.publish(reply("a", f"i{n}")) for n in range(4)]
-    assert results == [(1, 0), (1, 0), (0, 1), (0, 1)]
-    assert [r["item_id"] for r in await frames(q)] == ["i2", "i3"]
+    h = hub(client_queue=2)
+    q, _ = h.subscribe("a")
+    results = [h.publish(Cursor(0, n), reply("a", f"i{n}")) for n in range(4)]
+    assert [(r.delivered, r.dropped) for r in results] == [(1, 0), (1, 0), (0, 1), (0, 1)]
+    assert [r["item_id"] for r in await drain(q)] == ["i2", "i3"]
     assert q.dropped == 2
 
 
-async def test_next_frame_waits_for_a_publish():
-    hub = RoomHub(client_queue=2, recent_item_ids=16)
-    q = hub.subscribe("a")
-    waiter = asyncio.ensure_future(q.next_frame())
+async def test_next_entry_waits_for_a_publish():
+    h = hub()
+    q, _ = h.subscribe("a")
+    waiter = asyncio.ensure_future(q.next_entry())
     await asyncio.sleep(0)
     assert not waiter.done()
-    hub.publish(reply("a", "i1"))
-    assert orjson.loads(await asyncio.wait_for(waiter, 1))["reply"]["item_id"] == "i1"
+    h.publish(Cursor(0, 0), reply("a", "i1"))
+    assert (await asyncio.wait_for(waiter, 1)).reply_id == "i1/answer"
+
+
+async def test_a_resume_gets_exactly_the_replies_after_its_cursor():
+    h = hub()
+    publish_all(h, "a", 5, first_offset=10)          # offsets 10..14
+    h.publish(Cursor(0, 15), reply("b", "other"))     # another room on the same partition
+    q, resume = h.subscribe("a", after=Cursor(0, 11))
+    assert resume == Resume(3, True)
+    assert [r["item_id"] for r in await drain(q)] == ["i2", "i3", "i4"]
+    h.publish(Cursor(0, 16), reply("a", "i5"))
+    assert [r["item_id"] for r in await drain(q)] == ["i5"]
+
+
+async def test_a_resume_beyond_the_history_says_it_is_incomplete():
+    h = hub(history=3)
+    publish_all(h, "a", 6)                             # the history keeps offsets 3..5
+    q, resume = h.subscribe("a", after=Cursor(0, 1))
+    assert resume == Resume(3, False)
+    assert [r["item_id"] for r in await drain(q)] == ["i3", "i4", "i5"]
+    _, resume = h.subscribe("a", after=Cursor(0, 2))
+    assert resume == Resume(3, True), "nothing after offset 2 was forgotten"
+
+
+async def test_a_gateway_behind_the_overlay_does_not_send_what_it_already_showed():
+    h = hub()
+    publish_all(h, "a", 2)                             # this gateway has read offsets 0..1
+    q, resume = h.subscribe("a", after=Cursor(0, 3))   # the overlay saw up to 3 elsewhere
+    assert resume == Resume(0, True)
+    publish_all(h, "a", 6)                             # catching up: 2..5 (0, 1 are duplicates)
+    assert [r["item_id"] for r in await drain(q)] == ["i4", "i5"]
+
+
+async def test_the_next_reply_waits_for_the_ack_of_the_one_shown():
+    h = hub()
+    q, _ = h.subscribe("a")
+    publish_all(h, "a", 2)
+    first = await q.next_entry()
+    q.sent(first)
+    waiting = asyncio.ensure_future(q.wait_ack(5))
+    await asyncio.sleep(0)
+    assert not q.ack(cursor="0-1"), "an ack for another reply does not release"
+    assert not waiting.done()
+    assert q.ack(cursor=str(first.cursor))
+    assert await waiting is True
+
+
+async def test_an_unacked_reply_releases_the_next_after_the_timeout():
+    h = hub()
+    q, _ = h.subscribe("a")
+    publish_all(h, "a", 1)
+    entry = await q.next_entry()
+    q.sent(entry)
+    assert await q.wait_ack(0.01) is False
+    assert not q.ack(reply_id=entry.reply_id), "a late ack changes nothing"
 
 
 def test_recent_ids_forget_the_oldest_beyond_capacity():
@@ -78,8 +153,13 @@ def test_recent_ids_forget_the_oldest_beyond_capacity():
     assert ids.add("y") and not ids.add("z")
 
 
-def test_unsubscribed_overlays_get_nothing():
-    hub = RoomHub(client_queue=2, recent_item_ids=16)
-    q = hub.subscribe("a")
-    hub.unsubscribe(q)
-    assert hub.publish(reply("a", "i1")) == (0, 0) and hub.clients() == 0
+async def test_unsubscribed_overlays_get_nothing_and_idle_rooms_are_forgotten_first():
+    h = RoomHub(client_queue=2, recent_item_ids=16, history_per_room=4, max_rooms=2)
+    q, _ = h.subscribe("a")
+    h.unsubscribe(q)
+    assert h.publish(Cursor(0, 0), reply("a", "i1")).delivered == 0 and h.clients() == 0
+    live, _ = h.subscribe("b")
+    h.publish(Cursor(0, 1), reply("c", "i1"))         # a third room: idle "a" is forgotten, not "b"
+    assert h.publish(Cursor(0, 2), reply("b", "i1")).delivered == 1
+    _, resume = h.subscribe("a", after=Cursor(0, -1))
+    assert resume == Resume(0, True), "room a's history went with it"

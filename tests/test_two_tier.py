@@ -32,6 +32,7 @@ async def frames_until(ws, done, timeout: float = WAIT_S) -> list[dict]:
             frame = orjson.loads(raw)
             if frame["type"] == "reply":
                 replies.append({**frame["reply"], "_raw": raw})
+                await ws.send(orjson.dumps({"type": "ack", "cursor": frame["cursor"]}).decode())
     return replies
 
 
