@@ -8,9 +8,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.8
 
-.PHONY: setup demo test bench kafka-up kafka-down lock clean
+.PHONY: setup system-packages demo test bench kafka-up kafka-down lock clean
 
-setup: $(STAMP)
+# Debian packages the tests drive: chromium (the overlay page test; Playwright starts it by path).
+DEB_PACKAGES := chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+setup: $(STAMP) system-packages
+
+system-packages:
+	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null \
+	    || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+	fi
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v java >/dev/null || { echo "Java 17+ is required (the local Kafka broker runs on it)"; exit 1; }
