@@ -171,6 +171,7 @@ class DeepTier:
                 inference_ms=escalation.fast_timings.inference_ms + inference_s * 1000,
                 replied_at=utcnow(),
             ),
+            thumbnail=escalation.draft.thumbnail,
         )
         deliveries = [await self.outputs.reply(reply)]
         if self.settings.keep_reasoning:

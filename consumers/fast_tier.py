@@ -33,7 +33,7 @@ from stream.breaker import CircuitBreaker
 from stream.contracts import Cue, Draft, Escalation, Submission, Timings, decode_submission, new_id, utcnow
 from stream.errors import ModelFailure, RejectedItem
 from stream.escalations import PendingEscalations
-from stream.images import admit_image, decode_base64_image
+from stream.images import admit_image, decode_base64_image, thumbnail_data_url
 from stream.metrics import WorkerMetrics
 from stream.models.runtime import GenerationRequest, ModelRunner
 from stream.persona import Persona, build_messages, read_reply
@@ -54,6 +54,7 @@ class Prepared:
     request: GenerationRequest
     features: ItemFeatures
     admission_ms: float
+    thumbnail: str | None  # shown beside the reply on the overlay
 
 
 def routing_policy(settings: FastTierSettings) -> RoutingPolicy:
@@ -150,7 +151,11 @@ class FastTier:
                 continue
             request = GenerationRequest(messages=build_messages(self.persona, submission), images=[admitted.image])
             features = item_features(submission, admitted.text_coverage)
-            prepared.append(Prepared(received, submission, request, features, (time.perf_counter() - t0) * 1000))
+            side = self.settings.reply_thumbnail_px
+            thumbnail = thumbnail_data_url(admitted.image, side) if side else None
+            prepared.append(
+                Prepared(received, submission, request, features, (time.perf_counter() - t0) * 1000, thumbnail)
+            )
         return prepared, rejected
 
     def _timings(self, item: Prepared, started: float, inference_s: float) -> Timings:
@@ -173,6 +178,7 @@ class FastTier:
             text=self.persona.fallback_line(sub.item_id),
             cue=Cue(emotion="happy", motion=self.persona.motion_for("happy")),
             timings=self._timings(item, time.monotonic(), 0.0),
+            thumbnail=item.thumbnail,
         )
         return [await self.outputs.reply(reply)]
 
@@ -194,11 +200,12 @@ class FastTier:
             elif not self.breaker.allow(now):
                 degraded = DegradeReason.DEEP_UNAVAILABLE
             else:
-                draft = Draft(text=read.text, cue=read.cue, tier=tier, model_id=runner.spec.id)
+                draft = Draft(text=read.text, cue=read.cue, tier=tier, model_id=runner.spec.id,
+                              thumbnail=item.thumbnail)
                 return await self._escalate(item, decision.reason, decision.hold, draft, timings, now)
         reply = build_reply(
             sub, tier=tier, route_reason=decision.reason, degraded=degraded, model_id=runner.spec.id,
-            text=read.text, cue=read.cue, timings=timings,
+            text=read.text, cue=read.cue, timings=timings, thumbnail=item.thumbnail,
         )
         return [await self.outputs.reply(reply)]
 
@@ -210,6 +217,7 @@ class FastTier:
                 sub, role="holding", tier="fast", route_reason=reason, model_id=draft.model_id,
                 text=self.persona.holding_line(sub.item_id),
                 cue=Cue(emotion="thinking", motion=self.persona.motion_for("thinking")), timings=timings,
+                thumbnail=item.thumbnail,
             )
             deliveries.append(await self.outputs.reply(holding))
         deadline_s = self.settings.deep_deadline_ms / 1000

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 
 from producers.client import build_submission
+from stream.images import thumbnail_data_url
 from stream.routing import RouteReason
 from stream.contracts import Cue, Reply, Submission, Timings, UserRef, new_id, utcnow
 
@@ -120,7 +121,7 @@ MOTIONS = {"happy": "bounce", "excited": "jump", "shy": "hide_face", "surprised"
 
 
 def sample_reply(room: str, n: int, *, role: str = "answer", item_id: str | None = None,
-                 text: str | None = None) -> Reply:
+                 text: str | None = None, thumbnail: bool = False) -> Reply:
     """A synthetic reply (no model) for exercising the gateway and the overlay page."""
     emotion = EMOTIONS[n % len(EMOTIONS)]
     now = utcnow()
@@ -136,4 +137,5 @@ def sample_reply(room: str, n: int, *, role: str = "answer", item_id: str | None
         cue=Cue(emotion=emotion, motion=MOTIONS[emotion]),
         timings=Timings(item_created_at=now, queue_ms=0, admission_ms=0, inference_ms=0, replied_at=now),
         in_reply_to=UserRef(id=f"fan-{n}", display_name=f"Fan {n}"),
+        thumbnail=thumbnail_data_url(draw_fan_image(random.Random(n), (320, 240)), 96) if thumbnail else None,
     )

@@ -32,6 +32,8 @@ ReplyRole = Literal["answer", "holding"]
 Emotion = Literal["happy", "excited", "shy", "surprised", "thinking", "sad", "neutral"]
 ImageMime = Literal["image/png", "image/jpeg", "image/webp", "image/gif"]
 
+MAX_THUMBNAIL_CHARS = 24_000  # a data URL of a thumbnail; replies stay small
+
 # The base64 text of the largest image a submission may carry (4 MiB of image bytes).
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_BASE64_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4
@@ -125,6 +127,10 @@ class Reply(_Contract):
     cue: Cue
     timings: Timings
     in_reply_to: UserRef
+    thumbnail: str | None = Field(
+        default=None, max_length=MAX_THUMBNAIL_CHARS, pattern=r"^data:image/jpeg;base64,[A-Za-z0-9+/]+=*$",
+        description="a small JPEG of what the fan sent, as a data URL, for the overlay bubble",
+    )
 
 
 class Draft(_Contract):
@@ -134,6 +140,10 @@ class Draft(_Contract):
     cue: Cue
     tier: Tier
     model_id: str = Field(min_length=1, max_length=200)
+    thumbnail: str | None = Field(
+        default=None, max_length=MAX_THUMBNAIL_CHARS, pattern=r"^data:image/jpeg;base64,[A-Za-z0-9+/]+=*$",
+        description="a small JPEG of what the fan sent, as a data URL, for the overlay bubble",
+    )
 
 
 class Escalation(_Contract):

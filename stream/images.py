@@ -147,3 +147,14 @@ def text_coverage(image: Image.Image, width: int = 512, block: int = 16, contras
     rows = (height // block) * block
     per_block = edges[:rows].reshape(rows // block, block, width // block, block).mean(axis=(1, 3))
     return float((per_block >= 0.03).mean())
+
+
+THUMBNAIL_PREFIX = "data:image/jpeg;base64,"
+
+
+def thumbnail_data_url(image: Image.Image, side: int, quality: int = 70) -> str:
+    """A small JPEG of an admitted image as a data URL, for the overlay bubble (no fetch)."""
+    thumb = ImageOps.fit(image, (side, side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    thumb.save(buffer, "JPEG", quality=quality, optimize=True)
+    return THUMBNAIL_PREFIX + base64.b64encode(buffer.getvalue()).decode()

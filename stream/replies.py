@@ -31,6 +31,7 @@ def build_reply(
     timings: Timings,
     role: ReplyRole = "answer",
     degraded: DegradeReason | None = None,
+    thumbnail: str | None = None,
 ) -> Reply:
     return Reply(
         reply_id=new_id(),
@@ -45,6 +46,7 @@ def build_reply(
         cue=cue,
         timings=timings,
         in_reply_to=submission.user,
+        thumbnail=thumbnail,
     )
 
 
@@ -61,6 +63,7 @@ def draft_reply(escalation: Escalation, degraded: DegradeReason, replied_at: dat
         text=draft.text,
         cue=draft.cue,
         timings=timings,
+        thumbnail=draft.thumbnail,
     )
 
 

@@ -50,6 +50,9 @@ class WorkerSettings(CommonSettings):
     max_age_s: float = Field(default=30.0, gt=0, description="items older than this when they reach a model are shed")
     min_switch_interval_s: float = Field(default=30.0, ge=0, description="model switches closer than this are refused")
     admin_host: str = Field(default="127.0.0.1", description="address of the admin/metrics HTTP (0.0.0.0 in a pod)")
+    reply_thumbnail_px: int = Field(
+        default=96, ge=0, le=256, description="side of the fan's thumbnail carried by replies; 0 = none"
+    )
     dlq_max_original_bytes: int = Field(
         default=1024 * 1024, description="originals larger than this are kept in the DLQ as a digest"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import random
 
@@ -43,6 +44,8 @@ async def test_a_submission_becomes_exactly_one_reply_on_its_own_rooms_overlay(k
         assert reply["in_reply_to"]["display_name"] == first.user.display_name
         assert reply["text"].strip()
         Reply.model_validate_json(orjson.dumps(reply))  # the overlay gets a valid Reply v1
+        thumbnail = Image.open(io.BytesIO(base64.b64decode(reply["thumbnail"].split(",", 1)[1])))
+        assert (thumbnail.format, thumbnail.size) == ("JPEG", (96, 96)), "the bubble shows what the fan sent"
 
         # Markers: room B's first frame is its own item, room A's next frame is the next item;
         # so the first reply went to room A once and never to room B.

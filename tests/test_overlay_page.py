@@ -97,7 +97,8 @@ async def test_replies_appear_as_bubbles_in_order_across_a_gateway_restart(kafka
                 still = await browser.new_page(viewport={"width": 1920, "height": 1080})
                 await still.goto(f"{base}/?room={room}&token={overlay_token(room)}&show_ms=600000")
                 await until_clients(metrics, 2)
-                last = sample_reply(room, 9, text="Waah, you drew Mochi with a strawberry parfait? I love it!")
+                last = sample_reply(room, 9, text="Waah, you drew Mochi with a strawberry parfait? I love it!",
+                                    thumbnail=True)
                 await produce_replies(kafka_bootstrap, topic, [last])
                 bubble = still.locator(".bubble")
                 await bubble.wait_for(timeout=WAIT_S * 1000)
@@ -105,8 +106,11 @@ async def test_replies_appear_as_bubbles_in_order_across_a_gateway_restart(kafka
                 size = await bubble.evaluate("b => parseFloat(getComputedStyle(b).fontSize)")
                 assert size >= 28, f"bubble text of {size}px is too small to read at 1080p"
                 assert "emotion-" + last.cue.emotion in await still.locator("#avatar").get_attribute("class")
+                thumb = still.locator(".bubble img.thumb")
+                assert await thumb.evaluate("img => img.complete && img.naturalWidth") == 96
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                await still.screenshot(path=str(ARTIFACTS / "overlay-1080p.png"), animations="disabled")
+                await still.screenshot(path=str(ARTIFACTS / "overlay-1080p.png"), animations="disabled",
+                                       omit_background=True)
         finally:
             await browser.close()
     foreign = [url for url in fetched if not url.split("://", 1)[1].startswith(f"127.0.0.1:{settings.port}/")]
