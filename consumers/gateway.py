@@ -78,24 +78,13 @@ class Gateway:
         self.metrics = metrics
         self.secret = settings.secret()
         self.origins = settings.origins()
-        self.hub = RoomHub(settings.client_queue, settings.recent_item_ids, settings.history_per_room, settings.max_rooms)
+        self.hub = RoomHub(settings.client_queue, settings.recent_item_ids, settings.history_per_room,
+                           settings.max_rooms, settings.history_max_mib * 2**20)
         self.ready = False
         self._server: Server | None = None
 
     async def start(self, partitions: list[int]) -> None:
-        """Rebuild the room histories from the replies topic, then open the port."""
-        topic = self.settings.topics.replies
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        self.consumer.assign(assigned)
-        ends = await self.consumer.end_offsets(assigned)
-        since_ms = int((time.time() - self.settings.history_max_age_s) * 1000)
-        starts = await self.consumer.offsets_for_times({tp: since_ms for tp in assigned})
-        for tp in assigned:
-            found = starts.get(tp)
-            self.consumer.seek(tp, ends[tp] if found is None else found.offset)
-        rebuilt = await self._read_until(ends)
-        self.metrics.history_rebuilt.inc(rebuilt)
-        log.info("room histories rebuilt from %d replies", rebuilt)
+        """Open the port (ready once rebuilt), then rebuild the room histories from the replies topic."""
         self._server = await serve(
             self._handle,
             self.settings.host,
@@ -105,19 +94,37 @@ class Gateway:
             ping_timeout=2 * self.settings.heartbeat_s,
             max_size=64 * 1024,
         )
+        topic = self.settings.topics.replies
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        self.consumer.assign(assigned)
+        ends = await self.consumer.end_offsets(assigned)
+        since_ms = int((time.time() - self.settings.history_max_age_s) * 1000)
+        starts = await self.consumer.offsets_for_times({tp: since_ms for tp in assigned})
+        for tp in assigned:
+            found = starts.get(tp)
+            offset = ends[tp] if found is None else found.offset
+            self.consumer.seek(tp, offset)
+            self.hub.start_at(tp.partition, offset)
+        rebuilt = await self._read_until(ends)
+        self.metrics.history_rebuilt.inc(rebuilt)
+        log.info("room histories rebuilt from %d replies", rebuilt)
         self.ready = True
 
     async def _read_until(self, ends: dict[TopicPartition, int]) -> int:
+        """Read up to `ends`; past REBUILD_TIMEOUT_S, go live and let `run` read the rest."""
         read = 0
         behind = {tp for tp, end in ends.items() if await self.consumer.position(tp) < end}
-        async with asyncio.timeout(REBUILD_TIMEOUT_S):
-            while behind:
-                batches = await self.consumer.getmany(*behind, timeout_ms=200, max_records=500)
-                for records in batches.values():
-                    for record in records:
-                        self._publish(record.partition, record.offset, record.value)
-                        read += 1
-                behind = {tp for tp in behind if await self.consumer.position(tp) < ends[tp]}
+        try:
+            async with asyncio.timeout(REBUILD_TIMEOUT_S):
+                while behind:
+                    batches = await self.consumer.getmany(*behind, timeout_ms=200, max_records=500)
+                    for records in batches.values():
+                        for record in records:
+                            self._publish(record.partition, record.offset, record.value)
+                            read += 1
+                    behind = {tp for tp in behind if await self.consumer.position(tp) < ends[tp]}
+        except TimeoutError:
+            log.warning("rebuilding room histories took over %.0f s; the rest is read live", REBUILD_TIMEOUT_S)
         return read
 
     @property
@@ -140,6 +147,8 @@ class Gateway:
                 await self._server.wait_closed()
 
     def _publish(self, partition: int, offset: int, raw: bytes | None) -> None:
+        cursor = Cursor(partition, offset)
+        self.hub.advance(cursor)
         try:
             reply = Reply.model_validate_json(raw or b"")
         except ValidationError:
@@ -147,11 +156,12 @@ class Gateway:
             log.warning("ignored a record on the replies topic that is not a Reply v1")
             return
         self.metrics.received.inc()
-        outcome = self.hub.publish(Cursor(partition, offset), reply.model_dump(mode="json"))
+        outcome = self.hub.publish(cursor, reply.model_dump(mode="json"))
         if outcome is None:
             self.metrics.duplicates.inc()
         else:
             self.metrics.dropped.inc(outcome.dropped)
+        self.metrics.history_bytes.set(self.hub.history_bytes())
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -167,6 +177,8 @@ class Gateway:
             return _response(http.HTTPStatus.OK, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
         if room_from_path(request.path) is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "use /ws/<room> for the websocket, / for the page\n")
+        if not self.ready:  # histories not rebuilt yet: a resume now could miss replies
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "starting\n")
         if not origin_allowed(request.headers.get("Origin"), self.origins):
             self.metrics.refused.labels(Refusal.ORIGIN.value).inc()
             return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
@@ -219,8 +231,19 @@ class Gateway:
             await websocket.send(entry.frame.decode())
             self.metrics.pushed.inc()
             self.metrics.push_seconds.observe(time.monotonic() - entry.at)
-            if pacing and not await queue.wait_ack(self.settings.ack_timeout_s):
+            if pacing and not await self._wait_ack(websocket, queue):
                 self.metrics.ack_timeouts.inc()
+
+    async def _wait_ack(self, websocket: ServerConnection, queue: OverlayQueue) -> bool:
+        """Wait up to ack_timeout_s for the overlay's ack, with heartbeats meanwhile."""
+        deadline = time.monotonic() + self.settings.ack_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if await queue.wait_ack(min(left, self.settings.heartbeat_s), keep_waiting=True):
+                return True
+            if deadline - time.monotonic() > 0:
+                await websocket.send(HEARTBEAT)
+        queue.give_up()
+        return False
 
     async def _read_frames(self, websocket: ServerConnection, queue: OverlayQueue) -> None:
         try:

@@ -161,16 +161,19 @@ async def _seek_to_end(consumer, bootstrap: str, topic: str) -> None:
 async def gateway_service(
     settings: GatewaySettings, bootstrap: str, metrics: GatewayMetrics | None = None
 ) -> AsyncIterator[tuple[Gateway, asyncio.Task]]:
+    settings.secret()  # no secret, no gateway: say so before connecting to anything
     consumer = make_consumer(bootstrap, None, "idolstream-gateway", auto_offset_reset="latest")
     await consumer.start()
-    gateway = Gateway(settings, consumer, metrics or GatewayMetrics())
-    await gateway.start(await partitions_of(bootstrap, settings.topics.replies))
-    task = asyncio.create_task(gateway.run(), name="gateway")
+    task = None
     try:
+        gateway = Gateway(settings, consumer, metrics or GatewayMetrics())
+        await gateway.start(await partitions_of(bootstrap, settings.topics.replies))
+        task = asyncio.create_task(gateway.run(), name="gateway")
         yield gateway, task
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await consumer.stop()
 
 

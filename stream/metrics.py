@@ -98,6 +98,7 @@ class GatewayMetrics:
             ["complete"], registry=r,
         )
         self.replayed = Counter("idolstream_ws_replayed_total", "Replies sent again from history on resume", registry=r)
+        self.history_bytes = Gauge("idolstream_ws_history_bytes", "Bytes held by the room histories", registry=r)
         self.history_rebuilt = Counter(
             "idolstream_ws_history_rebuilt_total", "Replies read back from Kafka at start to rebuild room histories",
             registry=r,

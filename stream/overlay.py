@@ -77,12 +77,24 @@ class RoomHistory:
     def __init__(self, capacity: int) -> None:
         self._entries: deque[Entry] = deque()
         self.capacity = capacity
+        self.bytes = 0
         self.forgotten: Cursor | None = None  # the newest entry pushed out of the window
 
-    def append(self, entry: Entry) -> None:
+    def append(self, entry: Entry) -> int:
+        """Keep `entry`; the change in bytes held (an old entry may make way)."""
         self._entries.append(entry)
+        change = len(entry.frame)
         if len(self._entries) > self.capacity:
-            self.forgotten = self._entries.popleft().cursor
+            change -= self.trim_one()
+        self.bytes += len(entry.frame)
+        return change
+
+    def trim_one(self) -> int:
+        """Forget the oldest entry; the bytes freed."""
+        oldest = self._entries.popleft()
+        self.forgotten = oldest.cursor
+        self.bytes -= len(oldest.frame)
+        return len(oldest.frame)
 
     def after(self, cursor: Cursor) -> tuple[list[Entry], bool]:
         """The entries after `cursor`, and False when some that came after it were forgotten."""
@@ -147,14 +159,21 @@ class OverlayQueue:
         self._in_flight = None
         self._acked.set()
 
-    async def wait_ack(self, timeout_s: float) -> bool:
-        """Wait for the ack of the entry last `sent`; False when `timeout_s` passed first."""
+    async def wait_ack(self, timeout_s: float, keep_waiting: bool = False) -> bool:
+        """Wait for the ack of the entry last `sent`; False when `timeout_s` passed first.
+
+        Unless `keep_waiting`, a timeout gives up on that ack (a late one changes nothing).
+        """
         try:
             await asyncio.wait_for(self._acked.wait(), timeout_s)
             return True
         except TimeoutError:
-            self._in_flight = None
+            if not keep_waiting:
+                self.give_up()
             return False
+
+    def give_up(self) -> None:
+        self._in_flight = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -174,53 +193,95 @@ class Published:
 
 
 class RoomHub:
-    """Rooms, their overlays and histories; at most `max_rooms`, the least recently used forgotten."""
+    """Rooms, their overlays and histories, within `max_rooms` and `history_max_bytes`.
 
-    def __init__(self, client_queue: int, recent_item_ids: int, history_per_room: int, max_rooms: int = 10_000) -> None:
+    Past either bound, the least recently active rooms without an overlay are forgotten;
+    when every room has one, the oldest history entries go instead. Either way a resume
+    from before then is reported incomplete. A room history is complete only from where
+    this gateway began reading (`start_at`): what came before it never saw.
+    """
+
+    def __init__(self, client_queue: int, recent_item_ids: int, history_per_room: int, max_rooms: int = 2000,
+                 history_max_bytes: int = 256 * 2**20) -> None:
         self.client_queue = client_queue
         self.recent_item_ids = recent_item_ids
         self.history_per_room = history_per_room
         self.max_rooms = max_rooms
+        self.history_max_bytes = history_max_bytes
         self._rooms: OrderedDict[str, _Room] = OrderedDict()
+        self._position: dict[int, int] = {}  # per partition: the next offset to read
+        self._floor: dict[int, int] = {}  # per partition: histories are complete from this offset on
+        self._bytes = 0
+        self._clients = 0
+        self._active_rooms = 0
+
+    def start_at(self, partition: int, offset: int) -> None:
+        """This gateway reads `partition` from `offset` on."""
+        self._position[partition] = self._floor[partition] = offset
+
+    def advance(self, cursor: Cursor) -> None:
+        """A record was read (a reply or not)."""
+        self._position[cursor.partition] = cursor.offset + 1
 
     def _room(self, room: str) -> _Room:
         state = self._rooms.get(room)
         if state is None:
             state = self._rooms[room] = _Room(RoomHistory(self.history_per_room), RecentIds(self.recent_item_ids))
-            self._forget_idle_rooms()
         self._rooms.move_to_end(room)
         return state
 
-    def _forget_idle_rooms(self) -> None:
-        excess = len(self._rooms) - self.max_rooms
-        for name in [name for name, state in self._rooms.items() if not state.overlays][:max(0, excess)]:
-            del self._rooms[name]
+    def _within_bounds(self) -> bool:
+        return len(self._rooms) <= self.max_rooms and self._bytes <= self.history_max_bytes
+
+    def _fit(self, keep: str) -> None:
+        if self._within_bounds():
+            return
+        for name in [n for n, state in self._rooms.items() if not state.overlays and n != keep]:
+            state = self._rooms.pop(name)
+            self._bytes -= state.history.bytes
+            self._floor.update(self._position)  # its history is gone: earlier resumes are incomplete
+            if self._within_bounds():
+                return
+        for state in list(self._rooms.values()):  # every room left has overlays: trim, oldest activity first
+            while self._bytes > self.history_max_bytes and len(state.history):
+                self._bytes -= state.history.trim_one()
 
     def subscribe(self, room: str, after: Cursor | None = None) -> tuple[OverlayQueue, Resume]:
         """A new overlay of `room`; with `after`, it first gets what the room said since then."""
         state = self._room(room)
+        self._fit(keep=room)
         queue = OverlayQueue(room, self.client_queue)
         resume = Resume(0, True)
         if after is not None:
             entries, complete = state.history.after(after)
+            complete = complete and after.offset + 1 >= self._floor.get(after.partition, 0)
             for entry in entries[-self.client_queue:]:
                 queue.offer(entry)
             resume = Resume(min(len(entries), self.client_queue), complete and len(entries) <= self.client_queue)
             queue.seen = after
+        if not state.overlays:
+            self._active_rooms += 1
         state.overlays.add(queue)
+        self._clients += 1
         return queue, resume
 
     def unsubscribe(self, queue: OverlayQueue) -> None:
         state = self._rooms.get(queue.room)
-        if state is not None:
+        if state is not None and queue in state.overlays:
             state.overlays.discard(queue)
+            self._clients -= 1
+            if not state.overlays:
+                self._active_rooms -= 1
 
     def clients(self) -> int:
-        return sum(len(state.overlays) for state in self._rooms.values())
+        return self._clients
 
     def rooms(self) -> int:
         """Rooms with at least one overlay connected."""
-        return sum(1 for state in self._rooms.values() if state.overlays)
+        return self._active_rooms
+
+    def history_bytes(self) -> int:
+        return self._bytes
 
     def publish(self, cursor: Cursor, reply: dict) -> Published | None:
         """Record a reply and offer it to its room's overlays; None for a duplicate."""
@@ -232,7 +293,8 @@ class RoomHub:
         elif not state.answered.add(item_id):
             return None
         entry = reply_entry(cursor, reply)
-        state.history.append(entry)
+        self._bytes += state.history.append(entry)
+        self._fit(keep=reply["room"])
         delivered = dropped = 0
         for queue in state.overlays:
             if queue.offer(entry):

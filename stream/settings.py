@@ -127,8 +127,9 @@ class GatewaySettings(CommonSettings):
     history_max_age_s: float = Field(
         default=900.0, ge=0, description="how far back the room histories are rebuilt from Kafka at start"
     )
-    max_rooms: int = Field(default=10_000, ge=1, description="rooms remembered; the least recently active forgotten")
-    recent_item_ids: int = Field(default=4096, ge=16, description="item ids remembered per room to drop duplicates")
+    history_max_mib: int = Field(default=256, ge=1, description="memory for all room histories together")
+    max_rooms: int = Field(default=2000, ge=1, description="rooms remembered; the least recently active forgotten")
+    recent_item_ids: int = Field(default=1024, ge=16, description="item ids remembered per room to drop duplicates")
 
     def secret(self) -> bytes:
         if self.overlay_secret is None:

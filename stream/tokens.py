@@ -60,7 +60,8 @@ def check_token(secret: bytes, token: str | None, room: str, now: float | None =
     except jwt.InvalidTokenError:
         return Refusal.MALFORMED
     # Expiry is checked here rather than by PyJWT so that `now` can be given.
-    if not isinstance(claims["exp"], int) or claims["exp"] <= (time.time() if now is None else now):
+    expires = claims["exp"]
+    if isinstance(expires, bool) or not isinstance(expires, int | float) or expires <= (time.time() if now is None else now):
         return Refusal.EXPIRED
     if claims["room"] != room:
         return Refusal.WRONG_ROOM

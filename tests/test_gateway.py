@@ -155,3 +155,17 @@ async def test_an_idle_overlay_gets_heartbeats_and_a_vanished_one_is_let_go(kafk
 
 async def clients_are(gateway, n: int) -> bool:
     return await metric(gateway, "idolstream_ws_clients") == n
+
+
+async def test_heartbeats_go_on_while_a_bubble_waits_for_its_ack(kafka_bootstrap, topic_prefix):
+    settings = gateway_settings(kafka_bootstrap, topic_prefix, heartbeat_s=0.3, ack_timeout_s=30)
+    async with running_gateway(settings) as gateway:
+        ws, _ = await open_overlay(gateway.port, "room-b", overlay_token("room-b"))
+        await produce_replies(kafka_bootstrap, settings.topics.replies, [sample_reply("room-b", 0)])
+        async with asyncio.timeout(WAIT_S):
+            while orjson.loads(await ws.recv())["type"] != "reply":
+                pass
+        # Not acked: the overlay is still showing it. The gateway keeps saying it is alive.
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "heartbeat"}
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "heartbeat"}
+        await ws.close()

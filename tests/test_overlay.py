@@ -163,3 +163,43 @@ async def test_unsubscribed_overlays_get_nothing_and_idle_rooms_are_forgotten_fi
     assert h.publish(Cursor(0, 2), reply("b", "i1")).delivered == 1
     _, resume = h.subscribe("a", after=Cursor(0, -1))
     assert resume == Resume(0, True), "room a's history went with it"
+
+
+async def test_a_new_room_is_served_even_when_every_remembered_room_has_overlays():
+    h = RoomHub(client_queue=2, recent_item_ids=16, history_per_room=4, max_rooms=1)
+    h.subscribe("a")
+    q, _ = h.subscribe("b")
+    assert h.publish(Cursor(0, 0), reply("b", "i1")).delivered == 1
+    assert h.publish(Cursor(0, 1), reply("c", "i1")).delivered == 0
+    assert h.rooms() == 2 and h.clients() == 2
+
+
+def test_a_resume_from_before_the_gateway_began_reading_is_incomplete():
+    h = hub()
+    h.start_at(0, 200)                                 # a restarted gateway rebuilt from offset 200
+    publish_all(h, "a", 3, first_offset=200)
+    _, resume = h.subscribe("a", after=Cursor(0, 50))
+    assert resume == Resume(3, False), "offsets 51..199 were never read here"
+    _, resume = h.subscribe("a", after=Cursor(0, 199))
+    assert resume == Resume(3, True)
+
+
+def test_room_histories_stay_within_their_byte_budget_oldest_activity_first():
+    frame_bytes = len(reply_entry_bytes())
+    h = RoomHub(client_queue=8, recent_item_ids=64, history_per_room=100, history_max_bytes=10 * frame_bytes)
+    live, _ = h.subscribe("live")
+    for n in range(8):
+        h.publish(Cursor(0, n), reply("idle", f"i{n}"))
+        h.advance(Cursor(0, n))
+    for n in range(8, 20):
+        h.publish(Cursor(0, n), reply("live", f"i{n}"))
+        h.advance(Cursor(0, n))
+    assert h.history_bytes() <= 10 * frame_bytes + frame_bytes
+    _, resume = h.subscribe("idle", after=Cursor(0, 3))
+    assert resume == Resume(0, False), "the idle room was forgotten first, and a resume says so"
+
+
+def reply_entry_bytes() -> bytes:
+    from stream.overlay import reply_entry
+
+    return reply_entry(Cursor(0, 10), reply("live", "i10")).frame

@@ -108,6 +108,12 @@ async def test_replies_appear_as_bubbles_in_order_across_a_gateway_restart(kafka
                 assert "emotion-" + last.cue.emotion in await still.locator("#avatar").get_attribute("class")
                 thumb = still.locator(".bubble img.thumb")
                 assert await thumb.evaluate("img => img.complete && img.naturalWidth") == 96
+                # A token for another room: the page says so and stops retrying.
+                refused = await browser.new_page()
+                await refused.goto(f"{base}/?room={room}&token={overlay_token('another-room')}")
+                status = refused.locator("#status")
+                await status.filter(has_text="refused").wait_for(timeout=WAIT_S * 1000)
+                assert "wrong_room" in await status.inner_text()
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
                 await still.screenshot(path=str(ARTIFACTS / "overlay-1080p.png"), animations="disabled",
                                        omit_background=True)
