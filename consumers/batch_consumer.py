@@ -15,6 +15,7 @@ are handed back (their offsets are not committed), finished offsets are committe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,6 +30,7 @@ from stream.metrics import WorkerMetrics
 
 log = logging.getLogger("idolstream.consumer")
 POLL_MAX_RECORDS = 16
+LAG_EVERY_S = 1.0  # how often consumer lag is reported
 
 
 @dataclass
@@ -120,6 +122,9 @@ class BatchConsumer:
             log.warning("commit on revoke failed; the new owner redoes those items", exc_info=True)
         self.inbox.drain(keep=lambda r: TopicPartition(r.record.topic, r.record.partition) not in revoked)
         self.checkpoint.forget(revoked)
+        for tp in revoked:  # another member reports these now
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self.backpressure.paused and assigned:
@@ -128,6 +133,7 @@ class BatchConsumer:
     # -- loops ------------------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
+        lag_due = 0.0
         while True:
             batches = await self.consumer.getmany(timeout_ms=100, max_records=POLL_MAX_RECORDS)
             now = time.monotonic()
@@ -137,6 +143,17 @@ class BatchConsumer:
                     self.metrics.items_consumed.labels(record.topic).inc()
                     self.inbox.put_nowait(Received(record, now))
             self._apply_backpressure()
+            if now >= lag_due:
+                lag_due = now + LAG_EVERY_S
+                await self._report_lag()
+
+    async def _report_lag(self) -> None:
+        """Per assigned partition: the broker's high watermark minus what was fetched so far."""
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                position = await self.consumer.position(tp)
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
     def _apply_backpressure(self) -> None:
         depth = self.inbox.depth()

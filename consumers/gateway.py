@@ -231,6 +231,8 @@ class Gateway:
             await websocket.send(entry.frame.decode())
             self.metrics.pushed.inc()
             self.metrics.push_seconds.observe(time.monotonic() - entry.at)
+            if entry.item_created is not None:
+                self.metrics.item_to_push_seconds.labels(entry.tier).observe(max(0.0, time.time() - entry.item_created))
             if pacing and not await self._wait_ack(websocket, queue):
                 self.metrics.ack_timeouts.inc()
 

@@ -44,6 +44,10 @@ class Outputs:
         if reply.role == "answer":
             elapsed = (reply.timings.replied_at - reply.timings.item_created_at).total_seconds()
             self.metrics.end_to_end_seconds.labels(reply.tier).observe(max(0.0, elapsed))
+            timings = reply.timings
+            for stage, ms in (("queue", timings.queue_ms), ("admission", timings.admission_ms),
+                              ("inference", timings.inference_ms)):
+                self.metrics.stage_seconds.labels(reply.tier, stage).observe(ms / 1000)
         return delivery
 
     async def escalate(self, escalation: Escalation) -> asyncio.Future:

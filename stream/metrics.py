@@ -52,6 +52,17 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.stage_seconds = Histogram(
+            "idolstream_stage_seconds",
+            "Time an answered item spent per stage: queue (inbox wait), admission (decode, checks, resize), inference",
+            ["tier", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "idolstream_consumer_lag", "Records on a partition not yet fetched by this consumer",
+            ["topic", "partition"], registry=r,
+        )
         self.generated_tokens = Counter("idolstream_generated_tokens_total", "Tokens generated", registry=r)
         self.thought_tokens = Counter(
             "idolstream_thought_tokens_total", "Tokens a thinking model spent before answering", registry=r
@@ -76,6 +87,10 @@ class GatewayMetrics:
         self.rooms = Gauge("idolstream_ws_rooms", "Rooms with at least one overlay connected", registry=r)
         self.received = Counter("idolstream_ws_replies_received_total", "Replies read off the replies topic", registry=r)
         self.pushed = Counter("idolstream_ws_replies_pushed_total", "Replies sent to overlays", registry=r)
+        self.item_to_push_seconds = Histogram(
+            "idolstream_item_to_push_seconds", "From the item's created_at to its reply being sent to an overlay",
+            ["tier"], buckets=LATENCY_BUCKETS, registry=r,
+        )
         self.push_seconds = Histogram(
             "idolstream_ws_push_seconds", "From reading a reply off Kafka to sending it to an overlay (pacing included)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r,

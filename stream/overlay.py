@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -55,12 +56,16 @@ class Entry:
     cursor: Cursor
     reply_id: str
     frame: bytes
+    tier: str = ""
+    item_created: float | None = None  # epoch seconds, from the reply's timings
     at: float = field(default_factory=time.monotonic)  # when the gateway read it
 
 
 def reply_entry(cursor: Cursor, reply: dict) -> Entry:
     frame = orjson.dumps({"type": "reply", "cursor": str(cursor), "reply": reply})
-    return Entry(cursor, reply["reply_id"], frame)
+    created = reply.get("timings", {}).get("item_created_at")
+    item_created = datetime.fromisoformat(created).timestamp() if isinstance(created, str) else None
+    return Entry(cursor, reply["reply_id"], frame, reply.get("tier", ""), item_created)
 
 
 @dataclass(frozen=True)

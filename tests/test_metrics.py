@@ -1,0 +1,58 @@
+"""What an operator scrapes from a running stack: names, labels and values that move."""
+
+import asyncio
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.stack import WAIT_S, next_reply, running_stack
+
+pytestmark = pytest.mark.kafka
+
+
+async def scrape(url: str) -> dict[str, list]:
+    """name -> [(labels, value)] of every sample on a /metrics page."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(url, timeout=10)).text
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def total(samples: dict, name: str, **labels) -> float:
+    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == want for k, want in labels.items()))
+
+
+async def test_a_running_stack_reports_stages_lag_and_pushes(kafka_bootstrap, topic_prefix, fast_runner):
+    async with running_stack(kafka_bootstrap, topic_prefix, fast_runner, admin_port=0) as stack:
+        overlay = await stack.overlay("room-m")
+        for seed in range(3):
+            await stack.submit("room-m", seed=seed)
+        tiers = [(await next_reply(overlay))["tier"] for _ in range(3)]
+        fast = f"http://127.0.0.1:{stack.fast_worker.admin_port}/metrics"
+        gateway = f"http://127.0.0.1:{stack.gateway_port}/metrics"
+
+        worker = await scrape(fast)
+        assert total(worker, "idolstream_items_consumed_total") == 3
+        assert total(worker, "idolstream_replies_total", role="answer") == 3
+        for stage in ("queue", "admission", "inference"):
+            assert total(worker, "idolstream_stage_seconds_count", stage=stage) == 3, stage
+        assert total(worker, "idolstream_item_to_reply_seconds_count") == 3
+
+        # Lag: one series per assigned partition of both item topics, back to zero once all is read.
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                lag = (await scrape(fast)).get("idolstream_consumer_lag", [])
+                if len(lag) == 4 and all(value == 0 for _, value in lag):
+                    break
+                await asyncio.sleep(0.2)
+        assert {labels["topic"] for labels, _ in lag} == set(stack.fast.topics.submissions)
+
+        pushed = await scrape(gateway)
+        assert total(pushed, "idolstream_ws_clients") == 1
+        assert total(pushed, "idolstream_ws_rooms") == 1
+        assert sum(total(pushed, "idolstream_item_to_push_seconds_count", tier=t) for t in set(tiers)) == 3
+        assert total(pushed, "idolstream_ws_replies_pushed_total") == 3
