@@ -8,10 +8,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.8
 
-.PHONY: setup system-packages demo test bench kafka-up kafka-down lock clean
+.PHONY: setup system-packages demo test bench check-grafana kafka-up kafka-down lock clean
 
-# Debian packages the tests drive: chromium (the overlay page test; Playwright starts it by path).
-DEB_PACKAGES := chromium
+# Debian packages the tests drive: chromium (the overlay page test; Playwright starts it by
+# path) and prometheus (promtool checks the alert rules).
+DEB_PACKAGES := chromium prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP) system-packages
@@ -41,6 +42,11 @@ test: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/fast_path.py
+
+# Alert rules: promtool's syntax check, then its unit tests (each alert fires when it should).
+check-grafana: system-packages
+	promtool check rules grafana/alerts/idolstream.rules.yml
+	cd grafana/alerts && promtool test rules idolstream.rules.test.yml
 
 kafka-up: setup
 	$(BIN)/idolstream kafka up
