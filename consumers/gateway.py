@@ -4,8 +4,9 @@ One port serves the overlay page (``GET /?room=R&token=T``), ``/healthz``, ``/re
 ``/metrics`` and the websocket (``/ws/<room>?token=T[&after=<cursor>]``). Every gateway
 instance reads every partition of the replies topic without a consumer group, so any
 instance serves any room and gives each reply the same cursor (its partition and offset).
-At start it reads back the last `history_max_age_s` of replies to rebuild the room
-histories that reconnecting overlays resume from, then opens the port.
+At start it opens the port (``/readyz`` 503 and ``/ws`` refused meanwhile) and reads back
+the last `history_max_age_s` of replies to rebuild the room histories that reconnecting
+overlays resume from.
 
 Protocol (JSON text frames). Server to overlay: ``hello`` (with what a resume replayed and
 whether that was complete), ``reply`` frames in room order with their cursor, and a
@@ -117,11 +118,7 @@ class Gateway:
         try:
             async with asyncio.timeout(REBUILD_TIMEOUT_S):
                 while behind:
-                    batches = await self.consumer.getmany(*behind, timeout_ms=200, max_records=500)
-                    for records in batches.values():
-                        for record in records:
-                            self._publish(record.partition, record.offset, record.value)
-                            read += 1
+                    read += self._publish_all(await self.consumer.getmany(*behind, timeout_ms=200, max_records=500))
                     behind = {tp for tp in behind if await self.consumer.position(tp) < ends[tp]}
         except TimeoutError:
             log.warning("rebuilding room histories took over %.0f s; the rest is read live", REBUILD_TIMEOUT_S)
@@ -136,15 +133,21 @@ class Gateway:
         """Read replies until cancelled and fan them out (after `start`)."""
         try:
             while True:
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=500)
-                for records in batches.values():
-                    for record in records:
-                        self._publish(record.partition, record.offset, record.value)
+                self._publish_all(await self.consumer.getmany(timeout_ms=200, max_records=500))
         finally:
             self.ready = False
             if self._server is not None:
                 self._server.close()
                 await self._server.wait_closed()
+
+    def _publish_all(self, batches: dict) -> int:
+        """Publish every record of a getmany result; how many there were."""
+        count = 0
+        for records in batches.values():
+            for record in records:
+                self._publish(record.partition, record.offset, record.value)
+                count += 1
+        return count
 
     def _publish(self, partition: int, offset: int, raw: bytes | None) -> None:
         cursor = Cursor(partition, offset)
@@ -240,7 +243,7 @@ class Gateway:
         """Wait up to ack_timeout_s for the overlay's ack, with heartbeats meanwhile."""
         deadline = time.monotonic() + self.settings.ack_timeout_s
         while (left := deadline - time.monotonic()) > 0:
-            if await queue.wait_ack(min(left, self.settings.heartbeat_s), keep_waiting=True):
+            if await queue.wait_ack(min(left, self.settings.heartbeat_s)):
                 return True
             if deadline - time.monotonic() > 0:
                 await websocket.send(HEARTBEAT)

@@ -164,20 +164,16 @@ class OverlayQueue:
         self._in_flight = None
         self._acked.set()
 
-    async def wait_ack(self, timeout_s: float, keep_waiting: bool = False) -> bool:
-        """Wait for the ack of the entry last `sent`; False when `timeout_s` passed first.
-
-        Unless `keep_waiting`, a timeout gives up on that ack (a late one changes nothing).
-        """
+    async def wait_ack(self, timeout_s: float) -> bool:
+        """Wait for the ack of the entry last `sent`; False when `timeout_s` passed first."""
         try:
             await asyncio.wait_for(self._acked.wait(), timeout_s)
             return True
         except TimeoutError:
-            if not keep_waiting:
-                self.give_up()
             return False
 
     def give_up(self) -> None:
+        """Stop expecting the ack of the entry last `sent`: a late one changes nothing."""
         self._in_flight = None
 
     def __len__(self) -> int:
@@ -255,7 +251,7 @@ class RoomHub:
         """A new overlay of `room`; with `after`, it first gets what the room said since then."""
         state = self._room(room)
         self._fit(keep=room)
-        queue = OverlayQueue(room, self.client_queue)
+        queue = OverlayQueue(room, self.client_queue, seen=after)
         resume = Resume(0, True)
         if after is not None:
             entries, complete = state.history.after(after)
@@ -263,7 +259,6 @@ class RoomHub:
             for entry in entries[-self.client_queue:]:
                 queue.offer(entry)
             resume = Resume(min(len(entries), self.client_queue), complete and len(entries) <= self.client_queue)
-            queue.seen = after
         if not state.overlays:
             self._active_rooms += 1
         state.overlays.add(queue)

@@ -143,6 +143,7 @@ async def test_an_unacked_reply_releases_the_next_after_the_timeout():
     entry = await q.next_entry()
     q.sent(entry)
     assert await q.wait_ack(0.01) is False
+    q.give_up()
     assert not q.ack(reply_id=entry.reply_id), "a late ack changes nothing"
 
 
