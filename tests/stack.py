@@ -7,8 +7,10 @@ import contextlib
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+import httpx
 import orjson
 from aiokafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from consumers.model_slot import ModelSlot
@@ -161,3 +163,18 @@ async def produce_replies(bootstrap: str, topic: str, replies) -> list[str]:
         return cursors
     finally:
         await producer.stop()
+
+
+async def scrape(url: str) -> dict[str, list]:
+    """name -> [(labels, value)] of every sample on a /metrics page."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(url, timeout=10)).text
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def total(samples: dict, name: str, **labels) -> float:
+    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == want for k, want in labels.items()))

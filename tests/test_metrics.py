@@ -2,28 +2,11 @@
 
 import asyncio
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.stack import WAIT_S, next_reply, running_stack
+from tests.stack import WAIT_S, next_reply, running_stack, scrape, total
 
 pytestmark = pytest.mark.kafka
-
-
-async def scrape(url: str) -> dict[str, list]:
-    """name -> [(labels, value)] of every sample on a /metrics page."""
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(url, timeout=10)).text
-    samples: dict[str, list] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
-
-
-def total(samples: dict, name: str, **labels) -> float:
-    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == want for k, want in labels.items()))
 
 
 async def test_a_running_stack_reports_stages_lag_and_pushes(kafka_bootstrap, topic_prefix, fast_runner):
