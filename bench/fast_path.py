@@ -108,7 +108,7 @@ async def run_bare(bootstrap, settings, messages, rate):
 
 
 async def run_fast(bootstrap, settings, messages, rate, runner):
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics("fast")
     async with fast_tier_service(settings, bootstrap, ModelSlot.around(runner, metrics), metrics):
         return await offer_and_collect(bootstrap, settings, messages, rate)
 

@@ -46,7 +46,7 @@ async def run(bootstrap: str, args) -> dict:
     deep = DeepTierSettings(**common, deep_group_id=f"{prefix}deep")
     await prepare_topics(fast, bootstrap)
     share_cores_between_tiers()
-    fast_metrics, deep_metrics = WorkerMetrics(), WorkerMetrics()
+    fast_metrics, deep_metrics = WorkerMetrics("fast"), WorkerMetrics("deep")
     fast_slot = await load_slot(fast, fast.model_id, fast_metrics)
     deep_slot = await load_slot(deep, deep.deep_model_id, deep_metrics)
     submissions = [sample_item(n).to_submission(f"room-{n % args.rooms}") for n in range(args.items)]

@@ -124,7 +124,7 @@ class BatchConsumer:
         self.checkpoint.forget(revoked)
         for tp in revoked:  # another member reports these now
             with contextlib.suppress(KeyError):
-                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+                self.metrics.consumer_lag.remove(self.metrics.tier, tp.topic, str(tp.partition))
 
     def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self.backpressure.paused and assigned:
@@ -140,7 +140,7 @@ class BatchConsumer:
             for records in batches.values():
                 for record in records:
                     self.checkpoint.track(record)
-                    self.metrics.items_consumed.labels(record.topic).inc()
+                    self.metrics.items_consumed.labels(self.metrics.tier, record.topic).inc()
                     self.inbox.put_nowait(Received(record, now))
             self._apply_backpressure()
             if now >= lag_due:
@@ -153,7 +153,8 @@ class BatchConsumer:
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
                 position = await self.consumer.position(tp)
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+                lag = self.metrics.consumer_lag.labels(self.metrics.tier, tp.topic, str(tp.partition))
+                lag.set(max(0, highwater - position))
 
     def _apply_backpressure(self) -> None:
         depth = self.inbox.depth()

@@ -51,6 +51,7 @@ class Answer:
     closed_by_model: bool
     thought_tokens: int
     answer_tokens: int
+    preprocess_s: float  # both passes'
 
 
 class DeepTier:
@@ -116,7 +117,7 @@ class DeepTier:
         requests = [job.request for job in jobs]
         if runner.spec.mode != "thinking":
             results = runner.generate(requests, GenerationOptions(max_time_s=budget_s))
-            return [Answer(r.text, "", True, 0, r.generated_tokens) for r in results]
+            return [Answer(r.text, "", True, 0, r.generated_tokens, r.preprocess_s) for r in results]
         thoughts = runner.generate(
             requests,
             GenerationOptions(
@@ -135,7 +136,8 @@ class DeepTier:
         out = []
         for thought, (prefix, closed), answer in zip(thoughts, continued, answers):
             split = split_thinking(prefix + answer.text)
-            out.append(Answer(split.answer, split.reasoning, closed, thought.generated_tokens, answer.generated_tokens))
+            out.append(Answer(split.answer, split.reasoning, closed, thought.generated_tokens, answer.generated_tokens,
+                              thought.preprocess_s + answer.preprocess_s))
         return out
 
     async def _draft(self, escalation: Escalation, degraded: DegradeReason) -> list:
@@ -168,7 +170,8 @@ class DeepTier:
                 item_created_at=item.created_at,
                 queue_ms=max(0.0, (started - job.received.at) * 1000),
                 admission_ms=escalation.fast_timings.admission_ms,
-                inference_ms=escalation.fast_timings.inference_ms + inference_s * 1000,
+                preprocess_ms=escalation.fast_timings.preprocess_ms + answer.preprocess_s * 1000,
+                inference_ms=escalation.fast_timings.inference_ms + max(0.0, inference_s - answer.preprocess_s) * 1000,
                 replied_at=utcnow(),
             ),
             thumbnail=escalation.draft.thumbnail,

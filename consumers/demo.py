@@ -166,7 +166,7 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
     await prepare_topics(fast_settings, bootstrap)
     print("loading the fast and deep models (building tiny checkpoints if missing)…", file=sys.stderr, flush=True)
     share_cores_between_tiers()
-    fast_metrics, deep_metrics = WorkerMetrics(), WorkerMetrics()
+    fast_metrics, deep_metrics = WorkerMetrics("fast"), WorkerMetrics("deep")
     fast_slot = await load_slot(fast_settings, fast_settings.model_id, fast_metrics)
     deep_slot = await load_slot(deep_settings, deep_settings.deep_model_id, deep_metrics)
     room_ids = [f"demo-room-{i + 1}" for i in range(rooms)]

@@ -158,12 +158,13 @@ class FastTier:
             )
         return prepared, rejected
 
-    def _timings(self, item: Prepared, started: float, inference_s: float) -> Timings:
+    def _timings(self, item: Prepared, started: float, inference_s: float, preprocess_s: float = 0.0) -> Timings:
         return Timings(
             item_created_at=item.submission.created_at,
             queue_ms=max(0.0, (started - item.received.at) * 1000),
             admission_ms=item.admission_ms,
-            inference_ms=inference_s * 1000,
+            preprocess_ms=preprocess_s * 1000,
+            inference_ms=max(0.0, inference_s - preprocess_s) * 1000,
             replied_at=utcnow(),
         )
 
@@ -191,7 +192,7 @@ class FastTier:
         read = read_reply(result.text, self.persona, sub.item_id)
         decision = decide_route(item.features, read.wants_deep, self.policy)
         tier = "fallback" if read.used_fallback else "fast"
-        timings = self._timings(item, started, inference_s)
+        timings = self._timings(item, started, inference_s, result.preprocess_s)
         degraded = DegradeReason.EMPTY_ANSWER if read.used_fallback else None
         if decision.route == "deep":
             now = time.monotonic()

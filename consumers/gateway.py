@@ -19,6 +19,7 @@ expired, bad signature) or 4403 (another room); a refused Origin gets HTTP 403.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import logging
 import time
@@ -206,7 +207,7 @@ class Gateway:
         if cursor is not None:
             self.metrics.resumes.labels(str(resume.complete).lower()).inc()
             self.metrics.replayed.inc(resume.replayed)
-        self._count_clients()
+        self._count_clients(room)
         reader = asyncio.create_task(self._read_frames(websocket, queue))
         try:
             hello = {"type": "hello", "room": room, "resumed": resume.replayed, "complete": resume.complete,
@@ -218,7 +219,7 @@ class Gateway:
         finally:
             reader.cancel()
             self.hub.unsubscribe(queue)
-            self._count_clients()
+            self._count_clients(room)
 
     async def _push(self, websocket: ServerConnection, queue: OverlayQueue) -> None:
         """Send the queue's replies one by one, each after the previous one's ack; heartbeat when idle."""
@@ -233,6 +234,7 @@ class Gateway:
                 queue.sent(entry)
             await websocket.send(entry.frame.decode())
             self.metrics.pushed.inc()
+            self.metrics.room_pushed.labels(queue.room).inc()
             self.metrics.push_seconds.observe(time.monotonic() - entry.at)
             if entry.item_created is not None:
                 self.metrics.item_to_push_seconds.labels(entry.tier).observe(max(0.0, time.time() - entry.item_created))
@@ -268,9 +270,15 @@ class Gateway:
         finally:
             queue.release()  # a pusher waiting for this overlay's ack stops waiting
 
-    def _count_clients(self) -> None:
+    def _count_clients(self, room: str) -> None:
         self.metrics.clients.set(self.hub.clients())
         self.metrics.rooms.set(self.hub.rooms())
+        if connected := self.hub.clients(room):
+            self.metrics.room_clients.labels(room).set(connected)
+        else:  # per-room series live only while the room is watched, so they stay bounded
+            for metric in (self.metrics.room_clients, self.metrics.room_pushed):
+                with contextlib.suppress(KeyError):
+                    metric.remove(room)
 
 
 def _response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:

@@ -63,7 +63,7 @@ class ModelSlot:
         self.gate = gate
         self.metrics = metrics
         self.last_error: str | None = None
-        metrics.model_loaded.labels(self.model_id).set(1)
+        metrics.model_loaded(self.model_id).set(1)
 
     @property
     def model_id(self) -> str:
@@ -89,7 +89,7 @@ class ModelSlot:
         try:
             if old is not None:
                 await asyncio.to_thread(old.close)  # waits for a batch already in the model
-            self.metrics.model_loaded.labels(previous).set(0)
+            self.metrics.model_loaded(previous).set(0)
             try:
                 runner = await asyncio.to_thread(self.loader, model_id)
             except ModelLoadError as exc:
@@ -97,7 +97,7 @@ class ModelSlot:
                 log.error("switch to %s failed, loading %s again: %s", model_id, previous, exc)
                 runner = await asyncio.to_thread(self.loader, previous)
             self.runner, self.spec = runner, runner.spec
-            self.metrics.model_loaded.labels(runner.spec.id).set(1)
+            self.metrics.model_loaded(runner.spec.id).set(1)
             log.info("model %s loaded", runner.spec.id)
         finally:
             self.metrics.model_switching.set(0)

@@ -46,7 +46,7 @@ class Outputs:
             self.metrics.end_to_end_seconds.labels(reply.tier).observe(max(0.0, elapsed))
             timings = reply.timings
             for stage, ms in (("queue", timings.queue_ms), ("admission", timings.admission_ms),
-                              ("inference", timings.inference_ms)):
+                              ("preprocess", timings.preprocess_ms), ("inference", timings.inference_ms)):
                 self.metrics.stage_seconds.labels(reply.tier, stage).observe(ms / 1000)
         return delivery
 

@@ -190,10 +190,11 @@ async def until_signalled(*tasks: asyncio.Task) -> None:
         task.result()
 
 
-async def _serve_tier(settings: WorkerSettings, model_id: str, service, name: str, group_id: str) -> None:
+async def _serve_tier(settings: WorkerSettings, model_id: str, service, tier: str, group_id: str) -> None:
     bootstrap = bootstrap_for(settings, start_local=False)
     await prepare_topics(settings, bootstrap)
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics(tier)
+    name = f"{tier} tier"
     slot = await load_slot(settings, model_id, metrics)
     async with service(settings, bootstrap, slot, metrics) as running:
         log.info("%s up: model %s, group %s, admin port %s", name, slot.model_id, group_id, running.admin_port)
@@ -202,11 +203,11 @@ async def _serve_tier(settings: WorkerSettings, model_id: str, service, name: st
 
 
 async def serve_fast_tier(settings: FastTierSettings) -> None:
-    await _serve_tier(settings, settings.model_id, fast_tier_service, "fast tier", settings.group_id)
+    await _serve_tier(settings, settings.model_id, fast_tier_service, "fast", settings.group_id)
 
 
 async def serve_deep_tier(settings: DeepTierSettings) -> None:
-    await _serve_tier(settings, settings.deep_model_id, deep_tier_service, "deep tier", settings.deep_group_id)
+    await _serve_tier(settings, settings.deep_model_id, deep_tier_service, "deep", settings.deep_group_id)
 
 
 async def serve_gateway(settings: GatewaySettings) -> None:

@@ -95,7 +95,8 @@ class Timings(_Contract):
     item_created_at: AwareDatetime
     queue_ms: float = Field(ge=0)
     admission_ms: float = Field(ge=0)
-    inference_ms: float = Field(ge=0)
+    preprocess_ms: float = Field(default=0.0, ge=0)  # chat template, tokenizer, image processor
+    inference_ms: float = Field(ge=0)  # the model's own time, preprocessing excluded
     replied_at: AwareDatetime
 
 

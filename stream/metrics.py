@@ -8,43 +8,63 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from stream.errors import ReasonCode
+from stream.routing import ESCALATION_REASONS, DegradeReason, ShedReason
+from stream.tokens import Refusal
+
 # Sub-second resolution where the objective lives (a reply within a second), then minutes.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
 
-class WorkerMetrics:
-    """What a model tier (fast or deep) reports; each tier has its own registry and scrape job."""
+def _zeroed(counter: Counter, values) -> Counter:
+    """Start a counter's closed set of label values at 0, so rates and ratios are 0, not missing."""
+    for value in values:
+        counter.labels(value)
+    return counter
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+
+class WorkerMetrics:
+    """What a model tier (fast or deep) reports; each tier has its own registry and scrape job.
+
+    The model-side series carry the `tier` label, so one dashboard variable picks a tier
+    whatever the scrape job is called.
+    """
+
+    def __init__(self, tier: str, registry: CollectorRegistry | None = None) -> None:
+        self.tier = tier
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.items_consumed = Counter("idolstream_items_consumed_total", "Items read from Kafka", ["topic"], registry=r)
+        self.items_consumed = Counter(
+            "idolstream_items_consumed_total", "Items read from Kafka", ["tier", "topic"], registry=r
+        )
         self.replies = Counter(
             "idolstream_replies_total", "Replies produced", ["tier", "role", "route_reason"], registry=r
         )
-        self.escalations = Counter(
+        self.escalations = _zeroed(Counter(
             "idolstream_escalations_total", "Items handed to the deep tier", ["reason"], registry=r
-        )
-        self.degraded = Counter(
+        ), sorted(ESCALATION_REASONS))
+        self.degraded = _zeroed(Counter(
             "idolstream_degraded_replies_total",
             "Answers that were not what their route asked for (deep late or down, model error or switching)",
             ["reason"],
             registry=r,
-        )
-        self.shed = Counter("idolstream_items_shed_total", "Items deliberately not answered", ["reason"], registry=r)
-        self.dead_letters = Counter(
+        ), DegradeReason)
+        self.shed = _zeroed(Counter(
+            "idolstream_items_shed_total", "Items deliberately not answered", ["reason"], registry=r
+        ), ShedReason)
+        self.dead_letters = _zeroed(Counter(
             "idolstream_dead_letters_total", "Items sent to the dead-letter topic", ["reason"], registry=r
-        )
+        ), ReasonCode)
         self.deadline_misses = Counter(
             "idolstream_deep_deadline_misses_total", "Escalated items whose deep answer was not ready in time", registry=r
         )
         self.batch_size = Histogram(
-            "idolstream_batch_size", "Items per model call", buckets=BATCH_BUCKETS, registry=r
-        )
+            "idolstream_batch_size", "Items per model call", ["tier"], buckets=BATCH_BUCKETS, registry=r
+        ).labels(tier)
         self.inference_seconds = Histogram(
-            "idolstream_inference_seconds", "Model call duration", buckets=LATENCY_BUCKETS, registry=r
-        )
+            "idolstream_inference_seconds", "Model call duration", ["tier"], buckets=LATENCY_BUCKETS, registry=r
+        ).labels(tier)
         self.end_to_end_seconds = Histogram(
             "idolstream_item_to_reply_seconds",
             "From the item's created_at to its answer being acknowledged by Kafka",
@@ -54,29 +74,41 @@ class WorkerMetrics:
         )
         self.stage_seconds = Histogram(
             "idolstream_stage_seconds",
-            "Time an answered item spent per stage: queue (inbox wait), admission (decode, checks, resize), inference",
+            "Time an answered item spent per stage: queue (inbox wait), admission (decode, checks, resize), "
+            "preprocess (chat template, tokenizer, image processor), inference (the model's forward passes)",
             ["tier", "stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.consumer_lag = Gauge(
             "idolstream_consumer_lag", "Records on a partition not yet fetched by this consumer",
-            ["topic", "partition"], registry=r,
+            ["tier", "topic", "partition"], registry=r,
         )
-        self.generated_tokens = Counter("idolstream_generated_tokens_total", "Tokens generated", registry=r)
+        self.generated_tokens = Counter(
+            "idolstream_generated_tokens_total", "Tokens generated", ["tier"], registry=r
+        ).labels(tier)
         self.thought_tokens = Counter(
-            "idolstream_thought_tokens_total", "Tokens a thinking model spent before answering", registry=r
-        )
-        self.inbox_depth = Gauge("idolstream_inbox_items", "Items waiting for the model", registry=r)
-        self.paused = Gauge("idolstream_partitions_paused", "1 while partitions are paused for backpressure", registry=r)
+            "idolstream_thought_tokens_total", "Tokens a thinking model spent before answering", ["tier"], registry=r
+        ).labels(tier)
+        self.inbox_depth = Gauge("idolstream_inbox_items", "Items waiting for the model", ["tier"], registry=r).labels(tier)
+        self.paused = Gauge(
+            "idolstream_partitions_paused", "1 while partitions are paused for backpressure", ["tier"], registry=r
+        ).labels(tier)
         self.pending_escalations = Gauge(
             "idolstream_pending_escalations", "Escalated items waiting for their deep answer", registry=r
         )
         self.breaker_open = Gauge(
             "idolstream_escalation_breaker_open", "1 while escalation is off because the deep tier failed", registry=r
         )
-        self.model_loaded = Gauge("idolstream_model_loaded", "1 for the loaded model id", ["model_id"], registry=r)
-        self.model_switching = Gauge("idolstream_model_switching", "1 while the worker switches model", registry=r)
+        self._model_loaded = Gauge(
+            "idolstream_model_loaded", "1 for the loaded model id", ["tier", "model_id"], registry=r
+        )
+        self.model_switching = Gauge(
+            "idolstream_model_switching", "1 while the worker switches model", ["tier"], registry=r
+        ).labels(tier)
+
+    def model_loaded(self, model_id: str):
+        return self._model_loaded.labels(self.tier, model_id)
 
 
 class GatewayMetrics:
@@ -85,6 +117,14 @@ class GatewayMetrics:
         r = self.registry
         self.clients = Gauge("idolstream_ws_clients", "Connected overlays", registry=r)
         self.rooms = Gauge("idolstream_ws_rooms", "Rooms with at least one overlay connected", registry=r)
+        # Per-room series exist only while the room has an overlay, so they stay within max_rooms.
+        self.room_clients = Gauge(
+            "idolstream_ws_room_clients", "Connected overlays of a room", ["room"], registry=r
+        )
+        self.room_pushed = Counter(
+            "idolstream_ws_room_replies_pushed_total", "Replies sent to a room's overlays (while it has any)",
+            ["room"], registry=r,
+        )
         self.received = Counter("idolstream_ws_replies_received_total", "Replies read off the replies topic", registry=r)
         self.pushed = Counter("idolstream_ws_replies_pushed_total", "Replies sent to overlays", registry=r)
         self.item_to_push_seconds = Histogram(
@@ -105,13 +145,13 @@ class GatewayMetrics:
         self.ack_timeouts = Counter(
             "idolstream_ws_ack_timeouts_total", "Replies whose overlay did not ack within the pacing timeout", registry=r
         )
-        self.refused = Counter(
+        self.refused = _zeroed(Counter(
             "idolstream_ws_refused_total", "Overlay connections refused, by reason", ["reason"], registry=r
-        )
-        self.resumes = Counter(
+        ), [*Refusal, "bad_cursor"])
+        self.resumes = _zeroed(Counter(
             "idolstream_ws_resumes_total", "Reconnects that named their last reply; complete=false when some were lost",
             ["complete"], registry=r,
-        )
+        ), ["true", "false"])
         self.replayed = Counter("idolstream_ws_replayed_total", "Replies sent again from history on resume", registry=r)
         self.history_bytes = Gauge("idolstream_ws_history_bytes", "Bytes held by the room histories", registry=r)
         self.history_rebuilt = Counter(

@@ -273,8 +273,12 @@ class RoomHub:
             if not state.overlays:
                 self._active_rooms -= 1
 
-    def clients(self) -> int:
-        return self._clients
+    def clients(self, room: str | None = None) -> int:
+        """Connected overlays, of one room or of all."""
+        if room is None:
+            return self._clients
+        state = self._rooms.get(room)
+        return len(state.overlays) if state is not None else 0
 
     def rooms(self) -> int:
         """Rooms with at least one overlay connected."""

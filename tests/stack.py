@@ -36,6 +36,7 @@ class Stack:
     metrics: WorkerMetrics
     fast_worker: RunningWorker
     deep_metrics: WorkerMetrics | None = None
+    deep_worker: RunningWorker | None = None
     overlays: list[ClientConnection] = field(default_factory=list)
 
     def submission(self, room: str, seed: int = 0, **fields):
@@ -118,19 +119,19 @@ async def running_stack(bootstrap: str, prefix: str, runner, deep_runner=None, d
     )
     gateway = gateway_settings(bootstrap, prefix)
     await prepare_topics(fast, bootstrap)
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics("fast")
     slot = fast_slot or ModelSlot.around(runner, metrics)
     async with contextlib.AsyncExitStack() as stack:
         gw, _ = await stack.enter_async_context(gateway_service(gateway, bootstrap))
-        deep_metrics = None
+        deep_metrics = deep_worker = None
         if deep_runner is not None:
-            deep_metrics = WorkerMetrics()
-            await stack.enter_async_context(
+            deep_metrics = WorkerMetrics("deep")
+            deep_worker = await stack.enter_async_context(
                 deep_tier_service(deep, bootstrap, ModelSlot.around(deep_runner, deep_metrics), deep_metrics)
             )
         worker = await stack.enter_async_context(fast_tier_service(fast, bootstrap, slot, metrics))
         client = await stack.enter_async_context(SubmissionClient(bootstrap, fast.topics))
-        result = Stack(bootstrap, fast, deep, gw.port, client, metrics, worker, deep_metrics)
+        result = Stack(bootstrap, fast, deep, gw.port, client, metrics, worker, deep_metrics, deep_worker)
         try:
             yield result
         finally:

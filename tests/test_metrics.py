@@ -21,7 +21,7 @@ async def test_a_running_stack_reports_stages_lag_and_pushes(kafka_bootstrap, to
         worker = await scrape(fast)
         assert total(worker, "idolstream_items_consumed_total") == 3
         assert total(worker, "idolstream_replies_total", role="answer") == 3
-        for stage in ("queue", "admission", "inference"):
+        for stage in ("queue", "admission", "preprocess", "inference"):
             assert total(worker, "idolstream_stage_seconds_count", stage=stage) == 3, stage
         assert total(worker, "idolstream_item_to_reply_seconds_count") == 3
 
@@ -39,3 +39,17 @@ async def test_a_running_stack_reports_stages_lag_and_pushes(kafka_bootstrap, to
         assert total(pushed, "idolstream_ws_rooms") == 1
         assert sum(total(pushed, "idolstream_item_to_push_seconds_count", tier=t) for t in set(tiers)) == 3
         assert total(pushed, "idolstream_ws_replies_pushed_total") == 3
+        assert total(pushed, "idolstream_ws_room_clients", room="room-m") == 1
+        assert total(pushed, "idolstream_ws_room_replies_pushed_total", room="room-m") == 3
+        # A dead-letter ratio is 0, not missing, before the first bad item.
+        assert {labels["reason"] for labels, _ in worker["idolstream_dead_letters_total"]} >= {"image_corrupt"}
+
+        # The room's own series go with its last overlay, so rooms that come and go stay bounded.
+        await overlay.close()
+        async with asyncio.timeout(WAIT_S):
+            while "room-m" in {labels.get("room") for labels, _ in (await scrape(gateway)).get(
+                    "idolstream_ws_room_clients", [])}:
+                await asyncio.sleep(0.1)
+        after = await scrape(gateway)
+        assert total(after, "idolstream_ws_clients") == 0
+        assert not after.get("idolstream_ws_room_replies_pushed_total")

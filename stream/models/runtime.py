@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ class GenerationResult:
     prompt_tokens: int
     generated_tokens: int  # includes the stop token when there is one
     finish_reason: FinishReason
+    preprocess_s: float = field(default=0.0, compare=False)  # the batch's template, tokenizer, image processor time
 
 
 class ModelRunner(Protocol):
@@ -250,6 +252,7 @@ class TransformersRunner:
     def _generate(self, requests: Sequence[GenerationRequest], opts: GenerationOptions) -> list[GenerationResult]:
         import torch
 
+        started = time.perf_counter()
         prompts = [
             self._processor.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
             + request.assistant_prefix
@@ -266,6 +269,7 @@ class TransformersRunner:
         images = [image for request in requests for image in request.images]
         inputs = self._processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
         inputs = inputs.to(self.device)
+        preprocess_s = time.perf_counter() - started
 
         greedy = self.spec.temperature == 0
         options: dict[str, Any] = {
@@ -298,6 +302,7 @@ class TransformersRunner:
                     prompt_tokens=int(prompt_tokens),
                     generated_tokens=len(kept),
                     finish_reason="length" if stop_at is None else "stop",
+                    preprocess_s=preprocess_s,
                 )
             )
         return results
