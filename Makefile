@@ -43,8 +43,10 @@ test: setup
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/fast_path.py
 
-# Alert rules: promtool's syntax check, then its unit tests (each alert fires when it should).
-check-grafana: system-packages
+# Dashboards (shape, variables, every query parses as PromQL) and provisioning; alert rules:
+# promtool's syntax check, then its unit tests (each alert fires when it should).
+check-grafana: setup
+	$(BIN)/python grafana/check.py
 	promtool check rules grafana/alerts/idolstream.rules.yml
 	cd grafana/alerts && promtool test rules idolstream.rules.test.yml
 

@@ -1,7 +1,13 @@
-"""`make check-grafana` in the suite: the alert rules parse, and each fires when it should."""
+"""`make check-grafana` in the suite: the dashboards are sound and their queries parse, the
+alert rules parse, and each fires when it should."""
 
+import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -9,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_make_check_grafana_passes():
     done = subprocess.run(["make", "-s", "check-grafana"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "dashboards: 2 sound" in done.stdout
     assert "SUCCESS: 5 rules found" in done.stdout
     assert "SUCCESS" in done.stdout.split("Unit Testing")[1], "promtool test rules ran and passed"
 
@@ -23,3 +30,45 @@ def test_the_rule_tests_would_catch_an_alert_that_never_fires(tmp_path):
     done = subprocess.run(["promtool", "test", "rules", "idolstream.rules.test.yml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "IdolstreamNoRepliesLeaving" in done.stdout + done.stderr
+
+
+def _broken(panel: dict) -> None:
+    panel["targets"][0]["expr"] = "sum(rate(idolstream_replies_total[$__rate_interval])"  # one ) short
+
+
+def _unknown_variable(panel: dict) -> None:
+    panel["targets"][0]["expr"] = 'sum(idolstream_ws_clients{pod=~"$pod"})'
+
+
+def _fixed_datasource(panel: dict) -> None:
+    panel["datasource"] = {"type": "prometheus", "uid": "prometheus"}
+
+
+@pytest.mark.parametrize(("mutate", "complaint"), [
+    (_broken, "does not parse"),
+    (_unknown_variable, "uses undefined $pod"),
+    (_fixed_datasource, "datasource is not ${datasource}"),
+])
+def test_the_dashboard_check_names_the_panel_a_mistake_is_in(tmp_path, mutate, complaint):
+    shutil.copytree(ROOT / "grafana", tmp_path / "grafana")
+    path = tmp_path / "grafana" / "dashboards" / "overview.json"
+    dashboard = json.loads(path.read_text())
+    panel = next(p for p in dashboard["panels"] if p.get("title") == "Items in and replies out")
+    mutate(panel)
+    path.write_text(json.dumps(dashboard))
+    done = subprocess.run([sys.executable, "grafana/check.py", str(tmp_path / "grafana")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    problems = [line for line in done.stdout.splitlines() if line.startswith("PROBLEM")]
+    assert len(problems) == 1 and "Items in and replies out" in problems[0] and complaint in problems[0], done.stdout
+
+
+def test_a_dashboard_without_its_room_filter_is_refused(tmp_path):
+    shutil.copytree(ROOT / "grafana", tmp_path / "grafana")
+    path = tmp_path / "grafana" / "dashboards" / "overview.json"
+    dashboard = json.loads(path.read_text())
+    dashboard["templating"]["list"] = [v for v in dashboard["templating"]["list"] if v["name"] != "room"]
+    path.write_text(json.dumps(dashboard))
+    done = subprocess.run([sys.executable, "grafana/check.py", str(tmp_path / "grafana")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "no $room variable" in done.stdout
