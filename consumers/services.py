@@ -40,7 +40,9 @@ PROJECT_ROOT = Path.cwd()
 
 
 async def prepare_topics(settings: CommonSettings, bootstrap: str) -> list[str]:
-    return await ensure_topics(bootstrap, topic_plan(settings.topics, settings.topic_partitions))
+    return await ensure_topics(
+        bootstrap, topic_plan(settings.topics, settings.topic_partitions), settings.topic_replicas
+    )
 
 
 def model_loader(settings: WorkerSettings) -> tuple[Loader, list[str]]:

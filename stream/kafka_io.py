@@ -35,8 +35,10 @@ def bootstrap_for(settings: CommonSettings, *, start_local: bool) -> str:
     return broker.bootstrap
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 30.0) -> list[str]:
-    """Create the topics that do not exist yet; returns the names it created."""
+async def ensure_topics(
+    bootstrap: str, specs: list[TopicSpec], replicas: int = 1, timeout_s: float = 30.0
+) -> list[str]:
+    """Create the topics that do not exist yet, with `replicas` copies each; returns the names it created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -45,7 +47,7 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(s.name, s.partitions, 1, topic_configs=s.configs) for s in missing]
+                    [NewTopic(s.name, s.partitions, replicas, topic_configs=s.configs) for s in missing]
                 )
             except TopicAlreadyExistsError:
                 pass  # another service created them first: that is the point of idempotence

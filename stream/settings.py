@@ -32,6 +32,9 @@ class CommonSettings(BaseSettings):
     local_kafka_port: int = Field(default=9092, description="port of the local broker")
     local_kafka_controller_port: int = Field(default=9093, description="controller port of the local broker")
     topic_partitions: int = Field(default=6, ge=1, le=256, description="partitions per topic at creation")
+    topic_replicas: int = Field(
+        default=1, ge=1, le=16, description="replicas per topic when a service creates it (3 on a production cluster)"
+    )
 
     @property
     def topics(self) -> TopicNames:
