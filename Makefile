@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.8
 
-.PHONY: setup system-packages demo test bench check-grafana kafka-up kafka-down lock clean
+.PHONY: setup system-packages demo test bench check-grafana check-k8s kafka-up kafka-down lock clean
 
 # Debian packages the tests drive: chromium (the overlay page test; Playwright starts it by
 # path) and prometheus (promtool checks the alert rules).
@@ -49,6 +49,26 @@ check-grafana: setup
 	$(BIN)/python grafana/check.py
 	promtool check rules grafana/alerts/idolstream.rules.yml
 	cd grafana/alerts && promtool test rules idolstream.rules.test.yml
+
+# Kubernetes manifests: render each overlay with kustomize, then validate offline (core kinds
+# against kubernetes-validate's schemas, Strimzi/KEDA/Prometheus Operator kinds against their
+# CRDs in CRD_DIR) and check them against the code (topics, scaling caps, alert rules, probes).
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE := build/bin/kustomize
+K8S_OVERLAYS := dev prod
+K8S_VERSION ?= 1.31
+CRD_DIR ?= ../shared/crds
+
+$(KUSTOMIZE):
+	GOBIN=$(CURDIR)/build/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+check-k8s: $(STAMP) $(KUSTOMIZE)
+	@mkdir -p build/k8s
+	@for overlay in $(K8S_OVERLAYS); do \
+	  $(KUSTOMIZE) build k8s/overlays/$$overlay > build/k8s/$$overlay.yaml || exit 1; \
+	done
+	$(BIN)/python k8s/check.py --crd-dir $(CRD_DIR) --kubernetes-version $(K8S_VERSION) \
+	  $(foreach overlay,$(K8S_OVERLAYS),build/k8s/$(overlay).yaml)
 
 kafka-up: setup
 	$(BIN)/idolstream kafka up
