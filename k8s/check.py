@@ -453,23 +453,30 @@ def check_kafka(docs: list[dict], policy: Policy, report: Report) -> None:
     report.facts.append(f"KRaft {controllers} controller(s) + {brokers} broker(s)")
 
 
-def kafka_bootstraps(docs: list[dict]) -> set[str]:
-    """What clients inside the cluster may use: <cluster>-kafka-bootstrap:<plain internal port>."""
-    return {
-        f"{name_of(kafka)}-kafka-bootstrap:{listener['port']}"
-        for kafka in of_kind(docs, "Kafka")
-        for listener in kafka.get("spec", {}).get("kafka", {}).get("listeners", [])
-        if listener.get("type") == "internal" and listener.get("tls") is False
-    }
+def kafka_bootstraps(docs: list[dict], namespace: str | None = None) -> set[str]:
+    """What clients may use: <cluster>-kafka-bootstrap:<plain internal port> from the cluster's
+    namespace; with `namespace`, only the qualified name that works from another namespace
+    (KEDA's scaler runs in the keda-operator pod, where the short name resolves nothing)."""
+    names = set()
+    for kafka in of_kind(docs, "Kafka"):
+        host = f"{name_of(kafka)}-kafka-bootstrap"
+        for listener in kafka.get("spec", {}).get("kafka", {}).get("listeners", []):
+            if listener.get("type") != "internal" or listener.get("tls") is not False:
+                continue
+            port = listener["port"]
+            if namespace is None:
+                names.add(f"{host}:{port}")
+            names |= {f"{host}.{namespace}.svc:{port}", f"{host}.{namespace}.svc.cluster.local:{port}"}
+    return names
 
 
 def check_scaling(docs: list[dict], served: list[ServedContainer], plan: list[TopicSpec], report: Report) -> None:
     """One ScaledObject per tier, on its group's lag, capped at the partitions it consumes."""
     partitions = {spec.name: spec.partitions for spec in plan}
-    bootstraps = kafka_bootstraps(docs)
     scaled = {}
     for scaler in of_kind(docs, "ScaledObject"):
         spec = scaler.get("spec", {})
+        bootstraps = kafka_bootstraps(docs, scaler.get("metadata", {}).get("namespace") or "default")
         target = spec.get("scaleTargetRef", {}).get("name")
         scaled[target] = scaler
         tier = next((c for c in served if name_of(c.deployment) == target), None)
@@ -488,9 +495,10 @@ def check_scaling(docs: list[dict], served: list[ServedContainer], plan: list[To
                 report.problems.append(
                     f"{ref(scaler)}: consumerGroup {meta.get('consumerGroup')}, {tier.service} uses {group}"
                 )
-            if meta.get("bootstrapServers") not in bootstraps | {tier.settings.kafka_bootstrap}:
+            if meta.get("bootstrapServers") not in bootstraps:
                 report.problems.append(
-                    f"{ref(scaler)}: bootstrapServers {meta.get('bootstrapServers')} is not the cluster's"
+                    f"{ref(scaler)}: bootstrapServers {meta.get('bootstrapServers')} is not the cluster's "
+                    f"namespace-qualified address (one of {sorted(bootstraps)}): KEDA resolves it from its own namespace"
                 )
             if "lagThreshold" not in meta:
                 report.problems.append(f"{ref(scaler)}: a kafka trigger without lagThreshold")

@@ -241,6 +241,12 @@ def _services_create_topics_unreplicated(docs):
     next(item for item in env if item["name"] == "IDOLSTREAM_TOPIC_REPLICAS")["value"] = "1"
 
 
+def _keda_with_the_short_kafka_name(docs):
+    obj(docs, "ScaledObject", "deep-tier")["spec"]["triggers"][0]["metadata"]["bootstrapServers"] = (
+        "idolstream-kafka-bootstrap:9092"
+    )
+
+
 def _moving_image_tag(docs):
     container(docs, "gateway")["image"] = "ghcr.io/idolstream/idolstream:latest"
 
@@ -276,6 +282,7 @@ MUTATIONS = [
     ("prod", _gpu_without_toleration, "does not tolerate the nvidia.com/gpu taint"),
     ("dev", _secret_not_rendered, "neither rendered nor listed as created by hand"),
     ("prod", _moving_image_tag, "image tag latest names no single build"),
+    ("dev", _keda_with_the_short_kafka_name, "KEDA resolves it from its own namespace"),
     ("prod", _services_create_topics_unreplicated, "IDOLSTREAM_TOPIC_REPLICAS=1, the KafkaTopics have [3] replicas"),
 ]
 CRD_MUTATIONS = [
