@@ -275,6 +275,7 @@ class Gateway:
         self.metrics.rooms.set(self.hub.rooms())
         if connected := self.hub.clients(room):
             self.metrics.room_clients.labels(room).set(connected)
+            self.metrics.room_pushed.labels(room)  # from 0, so rate() sees the room's first reply
         else:  # per-room series live only while the room is watched, so they stay bounded
             for metric in (self.metrics.room_clients, self.metrics.room_pushed):
                 with contextlib.suppress(KeyError):

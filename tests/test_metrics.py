@@ -45,7 +45,14 @@ async def test_a_running_stack_reports_stages_lag_and_pushes(kafka_bootstrap, to
         assert {labels["reason"] for labels, _ in worker["idolstream_dead_letters_total"]} >= {"image_corrupt"}
 
         # The room's own series go with its last overlay, so rooms that come and go stay bounded.
+        second = await stack.overlay("room-m")
         await overlay.close()
+        async with asyncio.timeout(WAIT_S):
+            while total(now := await scrape(gateway), "idolstream_ws_clients") != 1:
+                await asyncio.sleep(0.1)
+        assert total(now, "idolstream_ws_room_clients", room="room-m") == 1, "one overlay still watches the room"
+        assert total(now, "idolstream_ws_room_replies_pushed_total", room="room-m") == 3
+        await second.close()
         async with asyncio.timeout(WAIT_S):
             while "room-m" in {labels.get("room") for labels, _ in (await scrape(gateway)).get(
                     "idolstream_ws_room_clients", [])}:
