@@ -61,6 +61,9 @@ async def running_prometheus(tmp_path: Path, targets: dict[str, int]):
                         if (await api.get("/-/ready")).status_code == 200:
                             break
                     await asyncio.sleep(0.2)
+            async with asyncio.timeout(WAIT_S):  # every target scraped once before the test's load
+                while len(await query(api, "up == 1")) < len(targets):
+                    await asyncio.sleep(0.2)
             yield api
     finally:
         process.terminate()
@@ -145,18 +148,41 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
             missing = await until_series(api, {**panel_queries, **alert_queries})
             assert not missing, "no series for:\n" + "\n".join(f"{k}: {v}" for k, v in missing.items())
 
-            # Prometheus itself evaluated every alert rule, and none of them errors.
-            body = (await api.get("/api/v1/rules")).json()
-            evaluated = {r["name"]: r for g in body["data"]["groups"] for r in g["rules"]}
-            assert set(evaluated) == {rule["alert"] for group in rules for rule in group["rules"]}
+            # The figures are the load's: six items read by the fast tier, one dead letter, the maths
+            # item escalated (the random-weight model may escalate others), each escalation read by the deep tier.
+            wanted = {
+                'sum(idolstream_items_consumed_total{tier="fast"})': 6,
+                'sum(idolstream_dead_letters_total{reason="invalid_json"})': 1,
+                'sum(idolstream_escalations_total{reason="maths"})': 1,
+                'sum(idolstream_items_consumed_total{tier="deep"}) - sum(idolstream_escalations_total)': 0,
+            }
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WAIT_S):
+                    while got := {q: v for q, v in [(q, await scalar(api, q)) for q in wanted] if v != wanted[q]}:
+                        await asyncio.sleep(0.5)
+            assert not got, f"Prometheus has {got}, the load was {wanted}"
+
+            # Prometheus evaluates every alert rule without error; the dead-letter alert sees
+            # one item in six (over its 10%) and goes pending, the deadline and lag ones stay quiet.
+            names = {rule["alert"] for group in rules for rule in group["rules"]}
             async with asyncio.timeout(WAIT_S):
-                while any(r.get("health") == "unknown" for r in evaluated.values()):
+                while (evaluated := await alert_rules(api))["IdolstreamDeadLettersHigh"]["state"] == "inactive":
                     await asyncio.sleep(0.5)
-                    body = (await api.get("/api/v1/rules")).json()
-                    evaluated = {r["name"]: r for g in body["data"]["groups"] for r in g["rules"]}
-            assert {name: r["health"] for name, r in evaluated.items()} == dict.fromkeys(evaluated, "ok"), evaluated
-            # A healthy stack under light load raises none of them.
-            assert not [r["name"] for r in evaluated.values() if r["state"] == "firing"]
+            assert set(evaluated) == names
+            assert {name: r["health"] for name, r in evaluated.items()} == dict.fromkeys(names, "ok"), evaluated
+            assert evaluated["IdolstreamDeadLettersHigh"]["state"] == "pending"  # `for: 5m` keeps it from firing yet
+            assert evaluated["IdolstreamDeepDeadlineMisses"]["state"] == "inactive"
+            assert evaluated["IdolstreamConsumerLagGrowing"]["state"] == "inactive"
+
+
+async def scalar(api: httpx.AsyncClient, promql: str) -> float | None:
+    result = await query(api, promql)
+    return float(result[0]["value"][1]) if result else None
+
+
+async def alert_rules(api: httpx.AsyncClient) -> dict[str, dict]:
+    body = (await api.get("/api/v1/rules", params={"type": "alert"})).json()
+    return {rule["name"]: rule for group in body["data"]["groups"] for rule in group["rules"]}
 
 
 def test_alert_operands_are_the_measured_parts_without_thresholds():
