@@ -8,7 +8,6 @@ parse as PromQL: they are handed to `promtool check rules` as recording rules.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -16,14 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from stream.dashboards import expand, problems, queries, variables
+from stream.dashboards import expand, label_values, problems, queries, variables
 
 HERE = Path(__file__).resolve().parent
 # The variables each dashboard must offer: a datasource, and the tier (and room) filters.
 REQUIRED = {"overview.json": ("datasource", "tier", "room"), "model.json": ("datasource", "tier")}
-_LABEL_VALUES = re.compile(r"^label_values\((?:(.+),\s*)?(\w+)\)$")
-
-
 def placeholder_values(dashboard: dict) -> dict[str, str]:
     """A value for each variable that keeps regex matchers valid (`tier=~"$tier"`)."""
     return {name: ".+" for name in variables(dashboard)}
@@ -31,17 +27,7 @@ def placeholder_values(dashboard: dict) -> dict[str, str]:
 
 def variable_queries(dashboard: dict) -> list[tuple[str, str]]:
     """(variable, PromQL) for each query variable: label_values(metric, label) asks for the metric."""
-    out = []
-    for name, variable in variables(dashboard).items():
-        if variable.get("type") != "query":
-            continue
-        query = variable.get("query", {})
-        text = (query.get("query") if isinstance(query, dict) else query) or ""
-        match = _LABEL_VALUES.match(text.strip())
-        if match is None:
-            raise ValueError(f"${name}: only label_values(metric, label) queries are supported, got {text!r}")
-        out.append((name, match.group(1) or f'{{__name__=~"idolstream_.+", {match.group(2)}!=""}}'))
-    return out
+    return [(name, label_values(v)[0]) for name, v in variables(dashboard).items() if v.get("type") == "query"]
 
 
 def check_provisioning(root: Path) -> list[str]:

@@ -16,6 +16,7 @@ DATASOURCE_REF = "${datasource}"
 # Grafana's own interval variables, as a fixed query window outside Grafana.
 BUILTIN_VARIABLES = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+_LABEL_VALUES = re.compile(r"^label_values\((?:(.+),\s*)?(\w+)\)$")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,18 @@ def queries(dashboard: Mapping[str, Any]) -> list[PanelQuery]:
 
 def variables(dashboard: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
+
+
+def label_values(variable: Mapping[str, Any]) -> tuple[str, str]:
+    """(metric selector, label) of a query variable's `label_values(metric, label)`; a query
+    without a metric selects every idolstream series that has the label."""
+    query = variable.get("query", {})
+    text = ((query.get("query") if isinstance(query, dict) else query) or "").strip()
+    match = _LABEL_VALUES.match(text)
+    if match is None:
+        raise ValueError(f"${variable.get('name')}: only label_values(metric, label) queries are supported, got {text!r}")
+    label = match.group(2)
+    return match.group(1) or f'{{__name__=~"idolstream_.+", {label}!=""}}', label
 
 
 def used_variables(text: str) -> set[str]:

@@ -32,6 +32,17 @@ def test_the_rule_tests_would_catch_an_alert_that_never_fires(tmp_path):
     assert done.returncode != 0 and "IdolstreamNoRepliesLeaving" in done.stdout + done.stderr
 
 
+def _check_with_overview(tmp_path, change) -> subprocess.CompletedProcess:
+    """grafana/check.py on a copy of grafana/ whose overview dashboard `change` has altered."""
+    shutil.copytree(ROOT / "grafana", tmp_path / "grafana")
+    path = tmp_path / "grafana" / "dashboards" / "overview.json"
+    dashboard = json.loads(path.read_text())
+    change(dashboard)
+    path.write_text(json.dumps(dashboard))
+    return subprocess.run([sys.executable, "grafana/check.py", str(tmp_path / "grafana")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
 def _broken(panel: dict) -> None:
     panel["targets"][0]["expr"] = "sum(rate(idolstream_replies_total[$__rate_interval])"  # one ) short
 
@@ -50,25 +61,18 @@ def _fixed_datasource(panel: dict) -> None:
     (_fixed_datasource, "datasource is not ${datasource}"),
 ])
 def test_the_dashboard_check_names_the_panel_a_mistake_is_in(tmp_path, mutate, complaint):
-    shutil.copytree(ROOT / "grafana", tmp_path / "grafana")
-    path = tmp_path / "grafana" / "dashboards" / "overview.json"
-    dashboard = json.loads(path.read_text())
-    panel = next(p for p in dashboard["panels"] if p.get("title") == "Items in and replies out")
-    mutate(panel)
-    path.write_text(json.dumps(dashboard))
-    done = subprocess.run([sys.executable, "grafana/check.py", str(tmp_path / "grafana")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    def change(dashboard):
+        mutate(next(p for p in dashboard["panels"] if p.get("title") == "Items in and replies out"))
+
+    done = _check_with_overview(tmp_path, change)
     assert done.returncode == 1
     problems = [line for line in done.stdout.splitlines() if line.startswith("PROBLEM")]
     assert len(problems) == 1 and "Items in and replies out" in problems[0] and complaint in problems[0], done.stdout
 
 
 def test_a_dashboard_without_its_room_filter_is_refused(tmp_path):
-    shutil.copytree(ROOT / "grafana", tmp_path / "grafana")
-    path = tmp_path / "grafana" / "dashboards" / "overview.json"
-    dashboard = json.loads(path.read_text())
-    dashboard["templating"]["list"] = [v for v in dashboard["templating"]["list"] if v["name"] != "room"]
-    path.write_text(json.dumps(dashboard))
-    done = subprocess.run([sys.executable, "grafana/check.py", str(tmp_path / "grafana")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    def change(dashboard):
+        dashboard["templating"]["list"] = [v for v in dashboard["templating"]["list"] if v["name"] != "room"]
+
+    done = _check_with_overview(tmp_path, change)
     assert done.returncode == 1 and "no $room variable" in done.stdout

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from stream.dashboards import alert_operands, expand, queries, variables
+from stream.dashboards import alert_operands, expand, label_values, queries, variables
 from tests.stack import WAIT_S, next_reply, running_stack
 
 pytestmark = pytest.mark.kafka
@@ -128,7 +128,7 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
                 for name, variable in variables(dashboard).items():
                     if variable["type"] != "query":
                         continue
-                    metric, label = variable["query"]["query"][len("label_values("):-1].split(", ")
+                    metric, label = label_values(variable)
                     async with asyncio.timeout(WAIT_S):
                         while not set(found := (await api.get(f"/api/v1/label/{label}/values",
                                                               params={"match[]": metric})).json()["data"]) >= want[name]:
