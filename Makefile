@@ -11,14 +11,18 @@ UV_VERSION := 0.13.8
 .PHONY: setup system-packages demo test bench check-grafana check-k8s kafka-up kafka-down lock clean
 
 # Debian packages the tests drive: chromium (the overlay page test; Playwright starts it by
-# path) and prometheus (promtool checks the alert rules).
-DEB_PACKAGES := chromium prometheus
+# path), prometheus (promtool checks the alert rules), kcat (a librdkafka producer, the
+# client most non-Python bots are built on) and fonts-noto-cjk (the overlay's Chinese and
+# Japanese text must render as glyphs, not boxes).
+DEB_PACKAGES := chromium prometheus kcat fonts-noto-cjk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP) system-packages
 
 system-packages:
-	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null \
