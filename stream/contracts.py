@@ -199,6 +199,10 @@ class DeadLetter(_Contract):
     reason: ReasonCode
     detail: str = Field(max_length=1000)
     source: Source
+    last_offset: int | None = Field(
+        default=None, ge=0,
+        description="undecodable_batch only: the last offset skipped; source.offset is the first",
+    )
     item_id: str | None = None
     room: str | None = None
     original_base64: str | None = Field(default=None, description="the original bytes when they fit")

@@ -8,7 +8,9 @@
         ├── InvalidEnvelope      invalid_json, schema_violation, unsupported_schema_version
         ├── InvalidImage         image_corrupt, image_too_large, image_bomb,
         │                        image_unsupported_format, image_bad_shape
-        └── ModelFailure         model_error: the model failed on this item alone
+        ├── ModelFailure         model_error: the model failed on this item alone
+        └── UndecodableBatch     undecodable_batch: the consumer could not decode a record
+                                 batch (unknown codec, corrupt data); only its offsets are known
 
 Third-party errors (pydantic, Pillow, transformers) are translated into these at the
 boundary with ``raise ... from exc``, so a reason code is decided in one place.
@@ -29,6 +31,7 @@ class ReasonCode(StrEnum):
     IMAGE_UNSUPPORTED_FORMAT = "image_unsupported_format"
     IMAGE_BAD_SHAPE = "image_bad_shape"
     MODEL_ERROR = "model_error"
+    UNDECODABLE_BATCH = "undecodable_batch"
 
 
 class IdolstreamError(Exception):
@@ -70,6 +73,13 @@ class InvalidEnvelope(RejectedItem):
 
 class InvalidImage(RejectedItem):
     """The submission is valid but its image cannot be admitted."""
+
+
+class UndecodableBatch(RejectedItem):
+    """Records the consumer could not decode at all: only their partition and offsets are known."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ReasonCode.UNDECODABLE_BATCH, detail)
 
 
 class ModelFailure(RejectedItem):
