@@ -140,7 +140,7 @@ class FastTier:
             submission = None
             t0 = time.perf_counter()
             try:
-                submission = decode_submission(received.record.value or b"")
+                submission = decode_submission(received.record.value or b"", max_clock_skew_s=self.settings.max_clock_skew_s)
                 # Only a screenshot's text coverage feeds the routing policy: measure it there alone.
                 admitted = admit_image(
                     decode_base64_image(submission.image.data), limits,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stream.errors import InvalidEnvelope, ReasonCode
 from stream.routing import DegradeReason, RouteReason, ShedReason
@@ -32,13 +33,53 @@ ReplyRole = Literal["answer", "holding"]
 Emotion = Literal["happy", "excited", "shy", "surprised", "thinking", "sad", "neutral"]
 ImageMime = Literal["image/png", "image/jpeg", "image/webp", "image/gif"]
 
+IMAGE_MIMES: tuple[str, ...] = get_args(ImageMime)
+
 MAX_THUMBNAIL_CHARS = 24_000  # a data URL of a thumbnail; replies stay small
 
-# The base64 text of the largest image a submission may carry (4 MiB of image bytes).
+# image.data comes in the forms encoders and browsers write: standard base64, bare or wrapped
+# in lines (`base64` and MIME write 76 columns, PEM 64; \n or \r\n), optionally behind the
+# data-URI prefix of its own mime (a browser's readAsDataURL). Wrapping is bounded (one line
+# break per 64 characters at most) so that a message's size in bytes stays bounded too.
+MIN_WRAP_COLUMNS = 64
+_BASE64_CHAR = "[A-Za-z0-9+/]"
+IMAGE_DATA_PATTERN = (
+    rf"^(?:data:image/(?:{'|'.join(m.removeprefix('image/') for m in IMAGE_MIMES)});base64,)?"
+    rf"(?:{_BASE64_CHAR}{{{MIN_WRAP_COLUMNS},}}\r?\n)*{_BASE64_CHAR}*={{0,2}}(?:\r?\n)?$"
+)
+
+
+def _most_line_break_chars(chars: int) -> int:
+    """The most \r and \n characters image.data of `chars` characters can hold (\r\n after every line)."""
+    return 2 * (chars // MIN_WRAP_COLUMNS + 1)
+
+
+# The largest image a submission may carry (4 MiB of image bytes), as bare base64 ...
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_BASE64_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4
-# Room for the envelope around the largest image; topics' max.message.bytes match it.
-MAX_MESSAGE_BYTES = MAX_IMAGE_BASE64_CHARS + 64 * 1024
+# ... and in its longest accepted form: data-URI prefix and \r\n wrapping at 64 columns.
+MAX_IMAGE_DATA_CHARS = (
+    max(len(f"data:{mime};base64,") for mime in IMAGE_MIMES)
+    + MAX_IMAGE_BASE64_CHARS
+    + _most_line_break_chars(MAX_IMAGE_BASE64_CHARS)
+)
+# JSON writes each \r and \n as two bytes; every other character of image.data is one.
+MAX_IMAGE_DATA_JSON_BYTES = MAX_IMAGE_DATA_CHARS + _most_line_break_chars(MAX_IMAGE_DATA_CHARS)
+# Room for the envelope around the largest image (an escalation's draft and thumbnail
+# included); topics' max.message.bytes match it.
+MAX_MESSAGE_BYTES = MAX_IMAGE_DATA_JSON_BYTES + 64 * 1024
+
+# How far a submission's created_at may be ahead of the clock of the service that reads it.
+# Closer, its age counts as 0 until the clock catches up (so a backlog can keep it up to
+# this long beyond max_age_s); further, the producer's clock is wrong and the item is refused.
+MAX_CLOCK_SKEW_S = 60.0
+
+
+def bare_base64(data: str) -> str:
+    """The standard base64 inside an accepted form of image.data: no data-URI prefix, no line breaks."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    return data.replace("\r", "").replace("\n", "")
 
 
 class _Contract(BaseModel):
@@ -56,29 +97,74 @@ class UserRef(_Contract):
     display_name: str = Field(min_length=1, max_length=64)
 
 
+def _data_uri_matches_mime() -> dict[str, Any]:
+    """JSON Schema for what `ImagePayload` checks across its fields: a data URI names `mime`."""
+    return {
+        "allOf": [
+            {
+                "if": {"properties": {"mime": {"const": mime}}, "required": ["mime"]},
+                "then": {"properties": {"data": {"pattern": f"^(?:data:{re.escape(mime)};base64,)?[^:]*$"}}},
+            }
+            for mime in IMAGE_MIMES
+        ]
+    }
+
+
 class ImagePayload(_Contract):
+    model_config = ConfigDict(json_schema_extra=_data_uri_matches_mime())
+
     mime: ImageMime
     data: str = Field(
         min_length=4,
-        max_length=MAX_IMAGE_BASE64_CHARS,
-        description="standard base64 of the image file's bytes",
+        max_length=MAX_IMAGE_DATA_CHARS,
+        pattern=IMAGE_DATA_PATTERN,
+        description=(
+            "standard base64 (A-Z a-z 0-9 + /, = padding) of the image file's bytes, at most "
+            f"{MAX_IMAGE_BYTES // (1024 * 1024)} MiB of image; may be wrapped in lines of "
+            f"{MIN_WRAP_COLUMNS} or more characters ending in \\n or \\r\\n (as `base64` and MIME "
+            "encoders write), and may start with the data-URI prefix data:<mime>;base64, of this "
+            "payload's own mime (as a browser's readAsDataURL gives); no other whitespace or prefix"
+        ),
     )
 
+    @model_validator(mode="after")
+    def _data_uri_names_this_mime(self) -> ImagePayload:
+        if self.data.startswith("data:"):
+            named = self.data[len("data:") : self.data.index(";")]
+            if named != self.mime:
+                raise ValueError(
+                    f"image.data is a data URI of {named} but image.mime is {self.mime}: "
+                    f"set mime to {named}, or send the base64 without its data: prefix"
+                )
+        return self
+
     def raw_bytes(self) -> bytes:
-        return base64.b64decode(self.data, validate=True)
+        return base64.b64decode(bare_base64(self.data), validate=True)
+
+
+def _schema_version_required(schema: dict[str, Any]) -> None:
+    """The decoder refuses a submission without it, so the schema requires it (the model has a default)."""
+    schema["required"] = ["schema_version", *(f for f in schema.get("required", []) if f != "schema_version")]
 
 
 class Submission(_Contract):
     """A fan's item, as chat bots and the uploader produce it."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    model_config = ConfigDict(json_schema_extra=_schema_version_required)
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="the integer 1 (a number, not a string)")
     item_id: Identifier = Field(description="the producer's idempotency key")
     kind: ItemKind
     room: Identifier
     user: UserRef
     text: str | None = Field(default=None, max_length=500)
     image: ImagePayload
-    created_at: AwareDatetime
+    created_at: AwareDatetime = Field(
+        description=(
+            "when the fan sent the item, with its UTC offset; at most IDOLSTREAM_MAX_CLOCK_SKEW_S "
+            f"(default {MAX_CLOCK_SKEW_S:g} s) ahead of the fast tier's clock, else refused as schema_violation"
+        )
+    )
     lang: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 
 
@@ -226,24 +312,82 @@ def _decode(raw: bytes, contract: type[_C], what: str) -> _C:
         raise InvalidEnvelope(ReasonCode.INVALID_JSON, f"not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise InvalidEnvelope(ReasonCode.SCHEMA_VIOLATION, f"{what} must be a JSON object")
-    version = obj.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise InvalidEnvelope(
-            ReasonCode.UNSUPPORTED_SCHEMA_VERSION,
-            f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})",
-        )
+    if _check_schema_version(obj):
+        raw = orjson.dumps({**obj, "schema_version": SCHEMA_VERSION})
     try:
         return contract.model_validate_json(raw)
     except ValidationError as exc:
         fields = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {_explain(contract, err)}" for err in exc.errors()[:5]
         )
         raise InvalidEnvelope(ReasonCode.SCHEMA_VIOLATION, fields) from exc
 
 
-def decode_submission(raw: bytes) -> Submission:
-    """Parse a record value into a Submission, or raise InvalidEnvelope with its reason."""
-    return _decode(raw, Submission, "a submission")
+def _check_schema_version(obj: dict[str, Any]) -> bool:
+    """Refuse a version this service does not read (`unsupported_schema_version`) or one of the
+    wrong JSON type, such as the string "1" (`schema_violation`: the producer speaks this version
+    but encodes it wrongly, and the exported schema refuses it too). True when the version is
+    written 1.0, which JSON Schema counts as the integer 1: the caller rewrites it as 1.
+    """
+    if "schema_version" not in obj:
+        raise InvalidEnvelope(
+            ReasonCode.UNSUPPORTED_SCHEMA_VERSION, f"schema_version is missing (send the integer {SCHEMA_VERSION})"
+        )
+    version = obj["schema_version"]
+    written_as_float = type(version) is float and version.is_integer()
+    if type(version) is not int and not written_as_float:  # bool is an int to Python, not to JSON
+        kind = {str: "the string ", float: "the number "}.get(type(version), "")
+        raise InvalidEnvelope(
+            ReasonCode.SCHEMA_VIOLATION,
+            f"schema_version must be the integer {SCHEMA_VERSION}, not {kind}{orjson.dumps(version).decode()[:40]}",
+        )
+    if version != SCHEMA_VERSION:
+        raise InvalidEnvelope(
+            ReasonCode.UNSUPPORTED_SCHEMA_VERSION,
+            f"schema_version {orjson.dumps(version).decode()} is not supported (this service reads {SCHEMA_VERSION})",
+        )
+    return written_as_float
+
+
+def _explain(contract: type[BaseModel], err: Any) -> str:
+    """Pydantic's message, except where the contract can say better what to send."""
+    if err["type"] == "value_error":
+        return str(err["ctx"]["error"])
+    if err["type"] == "string_pattern_mismatch":
+        description = _field_description(contract, err["loc"])
+        if description:
+            return f"not in an accepted form; expected {description}"
+    return err["msg"]
+
+
+def _field_description(model: Any, loc: tuple[int | str, ...]) -> str | None:
+    field = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        field = model.model_fields[part]
+        model = field.annotation
+    return field.description if field else None
+
+
+def decode_submission(
+    raw: bytes, *, now: datetime | None = None, max_clock_skew_s: float = MAX_CLOCK_SKEW_S
+) -> Submission:
+    """Parse a record value into a Submission, or raise InvalidEnvelope with its reason.
+
+    A `created_at` more than `max_clock_skew_s` ahead of `now` is a `schema_violation`: such
+    an item would never become stale. Closer, `item_age_s` counts its age as 0.
+    """
+    submission = _decode(raw, Submission, "a submission")
+    ahead_s = (submission.created_at - (now or utcnow())).total_seconds()
+    if ahead_s > max_clock_skew_s:
+        raise InvalidEnvelope(
+            ReasonCode.SCHEMA_VIOLATION,
+            f"created_at {submission.created_at.isoformat()} of item {submission.item_id} is {ahead_s:.0f} s "
+            f"ahead of this service's clock, more than the {max_clock_skew_s:g} s of clock skew accepted: "
+            "send the time the fan sent the item, from a clock kept right (NTP), with its UTC offset",
+        )
+    return submission
 
 
 def decode_escalation(raw: bytes) -> Escalation:

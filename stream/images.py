@@ -2,7 +2,8 @@
 
 Order matters: size is checked before decoding, the header's pixel count before the
 pixels are loaded (a decompression bomb is refused before it costs memory), and only
-then is the image decoded, turned upright (EXIF), flattened to RGB and downscaled.
+then is the image decoded, turned upright (EXIF), flattened to 8-bit RGB (wide samples
+scaled, not clipped) and downscaled.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from stream.contracts import bare_base64
 from stream.errors import InvalidImage, ReasonCode
 
 # Formats a fan's browser or phone produces; anything else is refused before decoding.
@@ -48,8 +50,9 @@ class AdmittedImage:
 
 
 def decode_base64_image(data: str) -> bytes:
+    """The image file's bytes from any accepted form of a submission's image.data (see ImagePayload)."""
     try:
-        return base64.b64decode(data, validate=True)
+        return base64.b64decode(bare_base64(data), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidImage(ReasonCode.IMAGE_CORRUPT, f"image data is not valid base64: {exc}") from exc
 
@@ -108,7 +111,7 @@ def admit_image(raw: bytes, limits: ImageLimits, measure_text_coverage: bool = F
             try:
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(img)
+                rgb = flatten_to_rgb(img)
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 raise InvalidImage(ReasonCode.IMAGE_BOMB, str(exc)) from exc
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -122,13 +125,47 @@ def admit_image(raw: bytes, limits: ImageLimits, measure_text_coverage: bool = F
     return AdmittedImage(image=rgb, format=fmt, original_size=(width, height), text_coverage=coverage)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Flatten transparency onto white (stickers and drawings often have it)."""
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+# Modes whose samples do not fit in 8 bits. `convert("RGB")` clips them at 255, so a
+# 16-bit greyscale PNG (0..65535) comes out almost white: they are scaled first.
+WIDE_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def flatten_to_rgb(img: Image.Image) -> Image.Image:
+    """An 8-bit RGB picture of any decoded image: wide samples scaled, transparency on white.
+
+    Stickers and drawings often have transparency; white is what a fan's viewer shows behind it.
+    """
+    if img.mode in WIDE_MODES:
+        img = _scale_to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def _scale_to_8bit(img: Image.Image) -> Image.Image:
+    """A greyscale `L` image of a wide one, scaled from its nominal range to 0..255.
+
+    The range is 0..65535 for the 16-bit modes. `I` and `F` carry no range of their own:
+    theirs is the smallest of 0..1 (`F` only), 0..255 and 0..65535 that holds every sample,
+    else the image's own min..max. Scaling by the nominal range keeps a dark picture dark
+    and a full-range one full-range. A transparent grey value (PNG's tRNS) becomes white.
+    """
+    samples = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(samples.min()), float(samples.max())
+    if img.mode.startswith("I;16"):
+        span = (0.0, 65535.0)
+    else:
+        tops = ((1.0,) if img.mode == "F" else ()) + (255.0, 65535.0)
+        fits = [top for top in tops if low >= 0 and high <= top]
+        span = (0.0, fits[0]) if fits else (low, max(high, low + 1.0))
+    grey = np.rint((samples - span[0]) * (255.0 / (span[1] - span[0])))
+    grey = np.clip(grey, 0, 255).astype(np.uint8)  # only float rounding can step outside
+    transparent = img.info.get("transparency")
+    if isinstance(transparent, int | float):
+        grey[np.asarray(img) == transparent] = 255
+    return Image.fromarray(grey)
 
 
 def text_coverage(image: Image.Image, width: int = 512, block: int = 16, contrast: int = 48) -> float:

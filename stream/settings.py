@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream.contracts import MAX_CLOCK_SKEW_S
 from stream.errors import ConfigError
 from stream.images import ImageLimits
 from stream.tokens import MIN_SECRET_BYTES
@@ -93,6 +94,11 @@ class FastTierSettings(WorkerSettings):
     user_window_s: float = Field(default=30.0, gt=0, description="window of the per-fan limit")
     room_max_replies: int = Field(default=20, ge=0, description="replies per room per window; 0 = no limit")
     room_window_s: float = Field(default=10.0, gt=0, description="window of the per-room pace")
+    max_clock_skew_s: float = Field(
+        default=MAX_CLOCK_SKEW_S, ge=0,
+        description="how far an item's created_at may be ahead of this clock (its age counts as 0); "
+        "further ahead it is dead-lettered as schema_violation",
+    )
 
 
 class DeepTierSettings(WorkerSettings):

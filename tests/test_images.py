@@ -1,12 +1,21 @@
+import base64
 import io
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from stream.errors import InvalidImage, ReasonCode
-from stream.images import ImageLimits, admit_image, decode_base64_image, fit_to_budget
+from stream.images import (
+    ImageLimits,
+    admit_image,
+    decode_base64_image,
+    fit_to_budget,
+    flatten_to_rgb,
+    thumbnail_data_url,
+)
 
 LIMITS = ImageLimits(max_bytes=2 * 1024 * 1024, max_decoded_pixels=4_000_000, max_pixels=256 * 256)
 
@@ -110,3 +119,61 @@ def test_admission_measures_text_coverage_before_downscaling():
     admitted = admit_image(raw, limits, measure_text_coverage=True)
     assert admitted.size[0] * admitted.size[1] <= 65536 and admitted.text_coverage > 0.5
     assert admit_image(raw, limits).text_coverage is None, "not measured unless asked for"
+
+
+def gradient(low: float, high: float, side: int = 256, dtype=np.uint16) -> np.ndarray:
+    """A square, dark on the left and bright on the right."""
+    return np.tile(np.linspace(low, high, side).astype(dtype), (side, 1))
+
+
+def contrast(image: Image.Image) -> tuple[float, float, float]:
+    """Mean brightness of the darkest quarter (left), the brightest (right) and the whole picture."""
+    grey = np.asarray(image.convert("L"), dtype=np.float64)
+    quarter = grey.shape[1] // 4
+    return grey[:, :quarter].mean(), grey[:, -quarter:].mean(), grey.mean()
+
+
+def thumbnail_of(image: Image.Image, side: int = 96) -> Image.Image:
+    url = thumbnail_data_url(image, side)
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+
+def test_a_full_range_16_bit_greyscale_png_keeps_its_contrast_in_admission_and_thumbnail():
+    png = encoded(Image.fromarray(gradient(0, 65535)))
+    assert Image.open(io.BytesIO(png)).mode == "I;16"
+    admitted = admit_image(png, LIMITS)
+    for picture in (admitted.image, thumbnail_of(admitted.image)):
+        dark, bright, mean = contrast(picture)
+        assert dark < 40 and bright > 215, (dark, bright)
+        assert 110 < mean < 145, mean
+
+
+def test_a_dark_16_bit_picture_stays_dark_rather_than_being_stretched():
+    """12-bit samples in a 16-bit file are scaled by the file's range, as a viewer shows them."""
+    dark, bright, _ = contrast(admit_image(encoded(Image.fromarray(gradient(0, 4095))), LIMITS).image)
+    assert bright < 20 and dark < bright
+
+
+def test_a_transparent_grey_value_of_a_16_bit_png_becomes_white():
+    samples = np.zeros((64, 64), np.uint16)
+    samples[16:48, 16:48] = 32768
+    admitted = admit_image(encoded(Image.fromarray(samples), transparency=0), LIMITS)
+    assert admitted.image.getpixel((2, 2)) == (255, 255, 255)
+    assert admitted.image.getpixel((32, 32)) == (128, 128, 128)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.frombytes("I;16B", (256, 256), gradient(0, 65535).astype(">u2").tobytes()),
+        Image.fromarray(gradient(0, 65535, dtype=np.int32)),  # mode I
+        Image.fromarray(gradient(0, 255, dtype=np.int32)),  # mode I holding 8-bit samples
+        Image.fromarray(gradient(0.0, 1.0, dtype=np.float32)),  # mode F, the usual 0..1
+        Image.fromarray(gradient(-3.5, 12.0, dtype=np.float32)),  # mode F, no usual range
+    ],
+    ids=["I;16B", "I-16-bit", "I-8-bit", "F-unit", "F-any"],
+)
+def test_wide_modes_are_scaled_to_8_bits_not_clipped(image):
+    dark, bright, mean = contrast(flatten_to_rgb(image))
+    assert dark < 40 and bright > 215, (image.mode, dark, bright)
+    assert 110 < mean < 145, (image.mode, mean)
