@@ -8,15 +8,26 @@ ago, which must be shed as stale rather than answered late.
 With ``--exit`` it stops after N items and succeeds only when every fresh item got its
 answer over the websocket and every replay was shed; its last line is one JSON summary
 (latency: produce to receipt of the answer).
+
+Without it, the demo runs until Ctrl-C (SIGINT) or SIGTERM. The first one stops things
+in order: the demo's own clients, then the services (they finish in-flight work and
+commit), then the local broker if the demo started it; the exit status is then 128 plus
+the signal's number (130 for Ctrl-C), as shells report a job stopped by a signal. The
+broker runs in a session of its own, so a terminal's Ctrl-C does not reach it and it is
+still there while the services stop. A second Ctrl-C quits at once (Python's default),
+possibly leaving the broker running (`idolstream kafka down` stops it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import signal
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -130,18 +141,67 @@ async def watch_topic(bootstrap: str, topic: str, on_record, ready: asyncio.Even
         await consumer.stop()
 
 
+@contextlib.asynccontextmanager
+async def stopped_on_exit() -> AsyncIterator[list[asyncio.Task]]:
+    """A list for the demo's own client tasks; leaving the block cancels them and waits until they end.
+
+    Entered after the services, it is left before them, however the block ends (a signal
+    included): the demo's clients stop while the gateway and the broker are still there.
+    """
+    tasks: list[asyncio.Task] = []
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def run_demo(items: int, exit_when_done: bool, rooms: int, interval_s: float, timeout_s: float) -> int:
-    """Run the demo; a local broker that the demo started is stopped again at the end."""
+    """Run the demo; a local broker that the demo started is stopped again at the end, after the services."""
+    stopped_by = _stop_on_signals(asyncio.current_task())
     fast_settings = FastTierSettings()
     broker = local_kafka(fast_settings)
     started_here = not fast_settings.kafka_bootstrap and broker.pid() is None
     print("starting the local broker (or using KAFKA_BOOTSTRAP)…", file=sys.stderr, flush=True)
-    bootstrap = await asyncio.to_thread(bootstrap_for, fast_settings, start_local=True)
+    # Shielded: a signal during start-up must not leave a broker starting behind the demo's back.
+    starting = asyncio.ensure_future(asyncio.to_thread(bootstrap_for, fast_settings, start_local=True))
     try:
+        bootstrap = await asyncio.shield(starting)
         return await _demo(bootstrap, fast_settings, items, exit_when_done, rooms, interval_s, timeout_s)
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        return 128 + stopped_by[0]
     finally:
         if started_here:
-            await asyncio.to_thread(broker.down)
+            await asyncio.gather(starting, return_exceptions=True)  # bounded by the broker's start timeout
+            if await asyncio.to_thread(broker.down):
+                print("the local broker is stopped", file=sys.stderr, flush=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _stop_on_signals(main: asyncio.Task) -> list[int]:
+    """The first SIGINT/SIGTERM cancels `main`, which then unwinds in order; returns the signals seen.
+
+    After that the default handlers are back, so a second Ctrl-C quits at once.
+    """
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+
+    def stop(signum: int) -> None:
+        seen.append(signum)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        print("stopping: the services first, then a broker the demo started (Ctrl-C again quits at once)…",
+              file=sys.stderr, flush=True)
+        main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    return seen
 
 
 def share_cores_between_tiers() -> None:
@@ -174,14 +234,14 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
     tally.expected = items
     async with gateway_service(gateway_settings, bootstrap) as (gateway, _), \
             deep_tier_service(deep_settings, bootstrap, deep_slot, deep_metrics), \
-            fast_tier_service(fast_settings, bootstrap, fast_slot, fast_metrics) as fast:
+            fast_tier_service(fast_settings, bootstrap, fast_slot, fast_metrics) as fast, \
+            stopped_on_exit() as watchers:
         fast_task = fast.task
         base = f"http://{gateway_settings.host}:{gateway.port}"
         tokens = {room: issue_token(gateway_settings.secret(), room, 86_400) for room in room_ids}
         page = f"{base}/?{urlencode({'room': room_ids[0], 'token': tokens[room_ids[0]]})}"
         print(f"overlay page: {page}  (fast {fast_slot.model_id}, deep {deep_slot.model_id})",
               file=sys.stderr, flush=True)
-        watchers = []
         for topic, on_record in (
             (fast_settings.topics.dlq, lambda r: tally.record_dead_letter(r.get("item_id"))),
             (fast_settings.topics.shed, lambda r: tally.record_shed(r.get("item_id"), r.get("reason", "?"))),
@@ -217,8 +277,6 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
                     await asyncio.sleep(4.0)
                     await client.submit(sample_item(n).to_submission(room_ids[n % rooms]))
                     n += 1
-        for task in watchers:
-            task.cancel()
     models = {"fast": fast_slot.model_id, "deep": deep_slot.model_id}
     fast_slot.close()
     deep_slot.close()

@@ -1,14 +1,21 @@
-"""The README's main job, end to end: `idolstream demo --items N --exit` on the session's broker."""
+"""The README's main job, end to end: `idolstream demo --items N --exit` on the session's broker,
+and `idolstream demo` with a broker of its own, stopped by Ctrl-C as from a terminal."""
 
 from __future__ import annotations
 
 import os
+import queue
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import orjson
 import pytest
 
+from stream.local_kafka import find_free_port
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.kafka
@@ -38,3 +45,82 @@ def test_the_demo_answers_every_fresh_item_escalates_some_and_sheds_the_replays(
     assert sum(summary["by_tier"].values()) == 18
     assert summary["by_tier"]["deep"] >= 1, "the sample traffic holds items that escalate"
     assert "holding" in output, "escalated items show a holding line first"
+
+
+STARTUP_BOUND_S = 300  # a fresh broker, two models and the first replies, on a busy machine
+STOP_BOUND_S = 30  # what a Ctrl-C may take, process exit included
+
+
+def _read_into(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)  # the end of the output
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped already
+    except FileNotFoundError:
+        return False
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_ctrl_c_stops_the_services_then_the_demos_own_broker_without_an_error(tmp_path, tiny_checkpoints):
+    home = tmp_path / "home"
+    jars = PROJECT_ROOT / "var" / "kafka" / "jars"  # the broker jars the suite resolves once
+    jars.mkdir(parents=True, exist_ok=True)
+    (home / "kafka").mkdir(parents=True)
+    (home / "kafka" / "jars").symlink_to(jars, target_is_directory=True)
+    kafka_port = find_free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP"},  # the demo starts its own broker
+        "IDOLSTREAM_HOME": str(home),
+        "IDOLSTREAM_LOCAL_KAFKA_PORT": str(kafka_port),
+        "IDOLSTREAM_LOCAL_KAFKA_CONTROLLER_PORT": str(find_free_port()),
+        "IDOLSTREAM_PORT": "0",
+        "HF_HUB_OFFLINE": "1",
+    }
+    # Its own process group, as a terminal's foreground job; the Ctrl-C goes to the whole group.
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "demo", "--items", "3", "--rooms", "1"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_read_into, args=(demo.stdout, lines), daemon=True)
+    reader.start()
+    output: list[str] = []
+    broker_pid = None
+    try:
+        deadline = time.monotonic() + STARTUP_BOUND_S
+        while not any("demo running" in line for line in output):
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, "the demo ended before serving:\n" + "".join(output)[-3000:]
+            output.append(line)
+        broker_pid = int((home / "kafka" / "broker.pid").read_text())
+        assert _alive(broker_pid) and _accepts(kafka_port)
+
+        stop_sent = time.monotonic()
+        os.killpg(demo.pid, signal.SIGINT)
+        returncode = demo.wait(timeout=STOP_BOUND_S)
+        stop_took = time.monotonic() - stop_sent
+        while (line := lines.get(timeout=5)) is not None:  # the rest of the output, up to its end
+            output.append(line)
+        text = "".join(output)
+
+        assert returncode == 130, text[-3000:]  # 128 + SIGINT: a job stopped by Ctrl-C, as shells report it
+        assert [line for line in output if "ERROR" in line] == [], text[-3000:]
+        assert stop_took < STOP_BOUND_S
+        assert "the local broker is stopped" in text
+        assert not _alive(broker_pid) and not _accepts(kafka_port), "the demo's broker outlived it"
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+        if broker_pid is not None and _alive(broker_pid):
+            os.kill(broker_pid, signal.SIGKILL)

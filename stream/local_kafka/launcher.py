@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient, CoordinationType
 
 from stream.errors import LocalKafkaError
 
@@ -22,6 +23,8 @@ HERE = Path(__file__).parent
 POM = HERE / "pom.xml"
 LOG4J = HERE / "log4j.properties"
 KAFKA_VERSION = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text()).group(1)
+# Partitions of the broker's __consumer_offsets topic: each holds the coordinator of some groups.
+OFFSETS_TOPIC_PARTITIONS = 4
 
 
 def find_free_port() -> int:
@@ -41,6 +44,49 @@ async def broker_answers_metadata(bootstrap: str, timeout_s: float = 3.0) -> boo
         return False
     finally:
         await admin.close()
+
+
+def offsets_partition(group: str, partitions: int = OFFSETS_TOPIC_PARTITIONS) -> int:
+    """The __consumer_offsets partition, and so the coordinator, the broker gives `group`.
+
+    Kafka takes Java's `String.hashCode()` of the group id (over UTF-16 code units), masks
+    the sign bit off and takes it modulo the partition count.
+    """
+    data = group.encode("utf-16-be")
+    h = 0
+    for i in range(0, len(data), 2):
+        h = (31 * h + int.from_bytes(data[i:i + 2], "big")) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def probe_groups(partitions: int = OFFSETS_TOPIC_PARTITIONS) -> list[str]:
+    """One group id per offsets partition: probing each one asks every group coordinator there is."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < partitions:
+        name = f"idolstream-readiness-probe-{n}"
+        found.setdefault(offsets_partition(name, partitions), name)
+        n += 1
+    return [found[p] for p in range(partitions)]
+
+
+async def group_coordinators_available(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    """True when the broker answers metadata and FindCoordinator for a group on every offsets partition.
+
+    A fresh broker creates __consumer_offsets on the first such request and elects its
+    leaders a moment later; a consumer group that starts before that logs
+    GroupCoordinatorNotAvailableError at ERROR level (and retries), which reads as broken.
+    """
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+        for group in probe_groups():
+            await asyncio.wait_for(client.coordinator_lookup(CoordinationType.GROUP, group), timeout_s)
+        return True
+    except Exception:  # any failure here only means "not ready yet"
+        return False
+    finally:
+        await client.close()
 
 
 @dataclass
@@ -126,7 +172,7 @@ class LocalKafka:
                     f"log.dirs={self.data_dir}",
                     "num.partitions=1",
                     "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=4",
+                    f"offsets.topic.num.partitions={OFFSETS_TOPIC_PARTITIONS}",
                     "transaction.state.log.replication.factor=1",
                     "transaction.state.log.min.isr=1",
                     # A single local broker: no reason to wait for more members to join.
@@ -180,7 +226,11 @@ class LocalKafka:
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
     def up(self, timeout_s: float = 90.0) -> str:
-        """Start the broker (if not running) and return its bootstrap address once it answers."""
+        """Start the broker (if not running); return its bootstrap address once consumer groups can join.
+
+        The broker runs in a session of its own: a Ctrl-C in the terminal that started it
+        reaches only the program that owns it, which stops its clients first and then the broker.
+        """
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         if self.pid() is None:
@@ -197,7 +247,9 @@ class LocalKafka:
             proc = subprocess.Popen(
                 self._java("kafka.Kafka", str(properties)),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # the broker outlives `idolstream kafka up`
+                # Its own session: it outlives `idolstream kafka up`, and a terminal's Ctrl-C
+                # does not stop it under clients that are still connected.
+                start_new_session=True,
             )
             out.close()
             self.pid_file.write_text(f"{proc.pid}\n")
@@ -214,12 +266,14 @@ class LocalKafka:
             while time.monotonic() < deadline:
                 if self.pid() is None:
                     raise LocalKafkaError(f"the broker exited during start-up:\n{self.log_tail()}")
-                if asyncio.run(broker_answers_metadata(self.bootstrap)):
+                if asyncio.run(group_coordinators_available(self.bootstrap)):
                     return
                 time.sleep(0.5)  # a poll interval between readiness checks, not a guess at readiness
         finally:
             aiokafka_log.setLevel(saved_level)
-        raise LocalKafkaError(f"the broker did not answer within {timeout_s:.0f} s:\n{self.log_tail()}")
+        raise LocalKafkaError(
+            f"the broker did not answer with a group coordinator within {timeout_s:.0f} s:\n{self.log_tail()}"
+        )
 
     def down(self, timeout_s: float = 30.0) -> bool:
         """Stop the broker; True when one was running."""
