@@ -6,7 +6,8 @@ instance reads every partition of the replies topic without a consumer group, so
 instance serves any room and gives each reply the same cursor (its partition and offset).
 At start it opens the port (``/readyz`` 503 and ``/ws`` refused meanwhile) and reads back
 the last `history_max_age_s` of replies to rebuild the room histories that reconnecting
-overlays resume from.
+overlays resume from; live, a room nobody watches is forgotten after `history_max_age_s`
+of quiet, so rooms that come and go do not pile up.
 
 Protocol (JSON text frames). Server to overlay: ``hello`` (with what a resume replayed and
 whether that was complete), ``reply`` frames in room order with their cursor, and a
@@ -81,7 +82,8 @@ class Gateway:
         self.secret = settings.secret()
         self.origins = settings.origins()
         self.hub = RoomHub(settings.client_queue, settings.recent_item_ids, settings.history_per_room,
-                           settings.max_rooms, settings.history_max_mib * 2**20)
+                           settings.max_rooms, settings.history_max_mib * 2**20,
+                           quiet_room_s=settings.history_max_age_s)
         self.ready = False
         self._server: Server | None = None
 
@@ -135,6 +137,9 @@ class Gateway:
         try:
             while True:
                 self._publish_all(await self.consumer.getmany(timeout_ms=200, max_records=500))
+                if self.hub.forget_quiet_rooms():
+                    self.metrics.history_bytes.set(self.hub.history_bytes())
+                    self.metrics.rooms_held.set(self.hub.rooms_held())
         finally:
             self.ready = False
             if self._server is not None:
@@ -166,6 +171,7 @@ class Gateway:
         else:
             self.metrics.dropped.inc(outcome.dropped)
         self.metrics.history_bytes.set(self.hub.history_bytes())
+        self.metrics.rooms_held.set(self.hub.rooms_held())
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -208,21 +214,35 @@ class Gateway:
             self.metrics.resumes.labels(str(resume.complete).lower()).inc()
             self.metrics.replayed.inc(resume.replayed)
         self._count_clients(room)
+        hello = {"type": "hello", "room": room, "resumed": resume.replayed, "complete": resume.complete,
+                 "heartbeat_s": self.settings.heartbeat_s, "ack_timeout_s": self.settings.ack_timeout_s}
+        # The overlay is gone when either side ends: the reader at a close frame or a dropped
+        # connection, the pusher at a failed send. Waiting for the pusher alone kept a closed
+        # overlay counted (and its queue subscribed) until its next heartbeat or ack timeout.
         reader = asyncio.create_task(self._read_frames(websocket, queue))
+        pusher = asyncio.create_task(self._push(websocket, queue, hello))
         try:
-            hello = {"type": "hello", "room": room, "resumed": resume.replayed, "complete": resume.complete,
-                     "heartbeat_s": self.settings.heartbeat_s, "ack_timeout_s": self.settings.ack_timeout_s}
-            await websocket.send(orjson.dumps(hello).decode())
-            await self._push(websocket, queue)
-        except ConnectionClosed:
-            pass
+            await asyncio.wait((reader, pusher), return_when=asyncio.FIRST_COMPLETED)
         finally:
             reader.cancel()
+            pusher.cancel()
             self.hub.unsubscribe(queue)
             self._count_clients(room)
+            await asyncio.gather(reader, pusher, return_exceptions=True)
+        for task in (pusher, reader):
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error  # a fault of ours, for websockets to log
 
-    async def _push(self, websocket: ServerConnection, queue: OverlayQueue) -> None:
-        """Send the queue's replies one by one, each after the previous one's ack; heartbeat when idle."""
+    async def _push(self, websocket: ServerConnection, queue: OverlayQueue, hello: dict) -> None:
+        """Say hello, then send the queue's replies one by one, each after the previous one's ack;
+        heartbeat when idle. Returns when the overlay is gone."""
+        try:
+            await websocket.send(orjson.dumps(hello).decode())
+            await self._push_replies(websocket, queue)
+        except ConnectionClosed:
+            pass
+
+    async def _push_replies(self, websocket: ServerConnection, queue: OverlayQueue) -> None:
         pacing = self.settings.ack_timeout_s > 0
         while True:
             try:
@@ -273,6 +293,7 @@ class Gateway:
     def _count_clients(self, room: str) -> None:
         self.metrics.clients.set(self.hub.clients())
         self.metrics.rooms.set(self.hub.rooms())
+        self.metrics.rooms_held.set(self.hub.rooms_held())
         if connected := self.hub.clients(room):
             self.metrics.room_clients.labels(room).set(connected)
             self.metrics.room_pushed.labels(room)  # from 0, so rate() sees the room's first reply

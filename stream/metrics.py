@@ -117,6 +117,9 @@ class GatewayMetrics:
         r = self.registry
         self.clients = Gauge("idolstream_ws_clients", "Connected overlays", registry=r)
         self.rooms = Gauge("idolstream_ws_rooms", "Rooms with at least one overlay connected", registry=r)
+        self.rooms_held = Gauge(
+            "idolstream_ws_rooms_held", "Rooms remembered (history, duplicate filter), watched or not", registry=r
+        )
         # Per-room series exist only while the room has an overlay: as many as rooms being watched.
         self.room_clients = Gauge(
             "idolstream_ws_room_clients", "Connected overlays of a room", ["room"], registry=r

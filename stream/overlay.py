@@ -13,15 +13,20 @@ its item. Each overlay has a bounded queue; when an overlay does not keep up, it
 waiting reply is dropped and counted, so one stuck browser never holds back the others.
 Pacing: after a reply is sent, the overlay's next one waits until the overlay acks that
 the bubble has finished, or a timeout passes.
+
+Rooms come and go over a gateway's life, so a room nobody watches is not kept for ever:
+one that never had a reply goes with its last overlay, and one that has been quiet and
+unwatched for `quiet_room_s` (the window a restarted gateway rebuilds) is forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import orjson
 
@@ -62,7 +67,9 @@ class Entry:
 
 
 def reply_entry(cursor: Cursor, reply: dict) -> Entry:
-    frame = orjson.dumps({"type": "reply", "cursor": str(cursor), "reply": reply})
+    # orjson hands back its write buffer without shrinking it (about 8 KiB for a 600-byte
+    # frame, measured with orjson 3.13); histories keep frames for long, so keep an exact copy.
+    frame = bytes(memoryview(orjson.dumps({"type": "reply", "cursor": str(cursor), "reply": reply})))
     created = reply.get("timings", {}).get("item_created_at")
     item_created = datetime.fromisoformat(created).timestamp() if isinstance(created, str) else None
     return Entry(cursor, reply["reply_id"], frame, reply.get("tier", ""), item_created)
@@ -100,6 +107,10 @@ class RoomHistory:
         self.forgotten = oldest.cursor
         self.bytes -= len(oldest.frame)
         return len(oldest.frame)
+
+    def newest(self) -> Cursor | None:
+        """The cursor of the newest reply this history has held, kept or forgotten."""
+        return self._entries[-1].cursor if self._entries else self.forgotten
 
     def after(self, cursor: Cursor) -> tuple[list[Entry], bool]:
         """The entries after `cursor`, and False when some that came after it were forgotten."""
@@ -184,6 +195,7 @@ class OverlayQueue:
 class _Room:
     history: RoomHistory
     answered: RecentIds
+    active_at: float  # clock time of its last reply, subscribe or unsubscribe
     overlays: set[OverlayQueue] = field(default_factory=set)
 
 
@@ -200,16 +212,23 @@ class RoomHub:
     when every room has one, the oldest history entries go instead. Either way a resume
     from before then is reported incomplete. A room history is complete only from where
     this gateway began reading (`start_at`): what came before it never saw.
+
+    Within the bounds, rooms without an overlay are forgotten once quiet for `quiet_room_s`
+    (`forget_quiet_rooms`; None keeps them until a bound is reached), and a room that never
+    had a reply goes with its last overlay, so overlays coming and going leave nothing behind.
     """
 
     def __init__(self, client_queue: int, recent_item_ids: int, history_per_room: int, max_rooms: int = 2000,
-                 history_max_bytes: int = 256 * 2**20) -> None:
+                 history_max_bytes: int = 256 * 2**20, quiet_room_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client_queue = client_queue
         self.recent_item_ids = recent_item_ids
         self.history_per_room = history_per_room
         self.max_rooms = max_rooms
         self.history_max_bytes = history_max_bytes
-        self._rooms: OrderedDict[str, _Room] = OrderedDict()
+        self.quiet_room_s = quiet_room_s
+        self._clock = clock
+        self._rooms: OrderedDict[str, _Room] = OrderedDict()  # least recently active first
         self._position: dict[int, int] = {}  # per partition: the next offset to read
         self._floor: dict[int, int] = {}  # per partition: histories are complete from this offset on
         self._bytes = 0
@@ -225,11 +244,38 @@ class RoomHub:
         self._position[cursor.partition] = cursor.offset + 1
 
     def _room(self, room: str) -> _Room:
+        now = self._clock()
         state = self._rooms.get(room)
         if state is None:
-            state = self._rooms[room] = _Room(RoomHistory(self.history_per_room), RecentIds(self.recent_item_ids))
+            state = self._rooms[room] = _Room(RoomHistory(self.history_per_room), RecentIds(self.recent_item_ids), now)
+        state.active_at = now
         self._rooms.move_to_end(room)
         return state
+
+    def _forget(self, room: str) -> None:
+        """Drop a room; a resume from before its newest reply is reported incomplete from now on."""
+        state = self._rooms.pop(room)
+        self._bytes -= state.history.bytes
+        if (newest := state.history.newest()) is not None:
+            self._floor[newest.partition] = max(self._floor.get(newest.partition, 0), newest.offset + 1)
+
+    def forget_quiet_rooms(self) -> int:
+        """Forget the rooms without an overlay that were quiet for `quiet_room_s`; how many.
+
+        Costs one step per room forgotten or watched ahead of the first recently active one.
+        """
+        if self.quiet_room_s is None:
+            return 0
+        cutoff = self._clock() - self.quiet_room_s
+        quiet = []
+        for name, state in self._rooms.items():
+            if state.active_at > cutoff:
+                break  # the rest were active more recently
+            if not state.overlays:
+                quiet.append(name)
+        for name in quiet:
+            self._forget(name)
+        return len(quiet)
 
     def _within_bounds(self) -> bool:
         return len(self._rooms) <= self.max_rooms and self._bytes <= self.history_max_bytes
@@ -238,8 +284,7 @@ class RoomHub:
         if self._within_bounds():
             return
         for name in [n for n, state in self._rooms.items() if not state.overlays and n != keep]:
-            state = self._rooms.pop(name)
-            self._bytes -= state.history.bytes
+            self._forget(name)
             self._floor.update(self._position)  # its history is gone: earlier resumes are incomplete
             if self._within_bounds():
                 return
@@ -272,6 +317,10 @@ class RoomHub:
             self._clients -= 1
             if not state.overlays:
                 self._active_rooms -= 1
+                if state.history.newest() is None:  # never had a reply: nothing to keep
+                    self._forget(queue.room)
+                else:  # kept for overlays that come back, quiet_room_s from now
+                    self._room(queue.room)
 
     def clients(self, room: str | None = None) -> int:
         """Connected overlays, of one room or of all."""
@@ -283,6 +332,10 @@ class RoomHub:
     def rooms(self) -> int:
         """Rooms with at least one overlay connected."""
         return self._active_rooms
+
+    def rooms_held(self) -> int:
+        """Rooms remembered, watched or not."""
+        return len(self._rooms)
 
     def history_bytes(self) -> int:
         return self._bytes

@@ -164,3 +164,26 @@ async def test_heartbeats_go_on_while_a_bubble_waits_for_its_ack(kafka_bootstrap
         assert orjson.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "heartbeat"}
         assert orjson.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "heartbeat"}
         await ws.close()
+
+
+async def test_the_clients_gauge_follows_overlays_that_close_or_vanish_without_waiting_for_a_heartbeat(
+        kafka_bootstrap, topic_prefix):
+    # Heartbeats and pacing are slower than the wait below: the gauge must follow the closes themselves.
+    settings = gateway_settings(kafka_bootstrap, topic_prefix, heartbeat_s=30, ack_timeout_s=60)
+    async with running_gateway(settings) as gateway:
+        rooms = ["room-c0", "room-c1", "room-c2"]
+        overlays = [(await open_overlay(gateway.port, room, overlay_token(room)))[0] for room in rooms * 4]
+        await wait_for(lambda: clients_are(gateway, 12))
+        await produce_replies(kafka_bootstrap, settings.topics.replies, [sample_reply("room-c0", 0)])
+        showing = overlays[0]  # gets the reply and closes without acking it: the gateway waits for its ack
+        assert orjson.loads(await asyncio.wait_for(showing.recv(), WAIT_S))["type"] == "reply"
+
+        for n, ws in enumerate(overlays):
+            if n % 3 == 2:
+                ws.transport.abort()  # a browser source killed: no close frame
+            else:
+                await ws.close()
+        await wait_for(lambda: clients_are(gateway, 0), timeout=10)
+        page = await scrape(f"http://127.0.0.1:{gateway.port}/metrics")
+        assert total(page, "idolstream_ws_rooms") == 0
+        assert not page.get("idolstream_ws_room_clients"), "no room keeps a series once its overlays are gone"

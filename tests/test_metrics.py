@@ -59,4 +59,5 @@ async def test_a_running_stack_reports_stages_lag_and_pushes(kafka_bootstrap, to
                 await asyncio.sleep(0.1)
         after = await scrape(gateway)
         assert total(after, "idolstream_ws_clients") == 0
+        assert total(after, "idolstream_ws_rooms_held") == 1, "its history stays for overlays that come back"
         assert not after.get("idolstream_ws_room_replies_pushed_total")

@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from stream.flow import RecentIds
-from stream.overlay import Cursor, OverlayQueue, Resume, RoomHub
+from stream.overlay import Cursor, OverlayQueue, Resume, RoomHub, reply_entry
 
 
 def reply(room: str, item_id: str, role: str = "answer") -> dict:
@@ -163,7 +163,7 @@ async def test_unsubscribed_overlays_get_nothing_and_idle_rooms_are_forgotten_fi
     h.publish(Cursor(0, 1), reply("c", "i1"))         # a third room: idle "a" is forgotten, not "b"
     assert h.publish(Cursor(0, 2), reply("b", "i1")).delivered == 1
     _, resume = h.subscribe("a", after=Cursor(0, -1))
-    assert resume == Resume(0, True), "room a's history went with it"
+    assert resume == Resume(0, False), "room a's history went with it, and a resume from before says so"
 
 
 async def test_a_new_room_is_served_even_when_every_remembered_room_has_overlays():
@@ -204,3 +204,59 @@ def reply_entry_bytes() -> bytes:
     from stream.overlay import reply_entry
 
     return reply_entry(Cursor(0, 10), reply("live", "i10")).frame
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_overlays_coming_and_going_in_rooms_that_never_spoke_leave_nothing_behind():
+    h = hub()
+    for n in range(500):
+        q, _ = h.subscribe(f"room-{n}")
+        h.unsubscribe(q)
+    assert (h.rooms_held(), h.clients(), h.rooms()) == (0, 0, 0)
+
+
+def test_a_quiet_room_nobody_watches_is_forgotten_after_the_history_window():
+    clock = FakeClock()
+    h = RoomHub(client_queue=8, recent_item_ids=16, history_per_room=16, quiet_room_s=900, clock=clock)
+    watched, _ = h.subscribe("watched")
+    for n, room in enumerate(["left", "watched", "left"]):
+        h.advance(Cursor(0, n))
+        h.publish(Cursor(0, n), reply(room, f"i{n}"))
+    gone, _ = h.subscribe("left")
+    clock.now += 600
+    h.unsubscribe(gone)                                # its overlay left 600 s after its last reply
+    clock.now += 899
+    assert h.forget_quiet_rooms() == 0, "a room is kept for overlays that come back within the window"
+    _, resume = h.subscribe("left", after=Cursor(0, 0))
+    assert resume == Resume(1, True)
+    h.unsubscribe(_)
+
+    clock.now += 901
+    assert h.forget_quiet_rooms() == 1 and h.rooms_held() == 1, "the watched room stays, however quiet"
+    assert h.history_bytes() == len(reply_entry(Cursor(0, 1), reply("watched", "i1")).frame), "only the watched room's"
+    q, resume = h.subscribe("left", after=Cursor(0, 0))
+    assert resume == Resume(0, False), "a resume from before the forgotten reply says it is incomplete"
+    h.unsubscribe(q)
+    _, resume = h.subscribe("left", after=Cursor(0, 2))
+    assert resume == Resume(0, True), "one that had seen the room's last reply missed nothing"
+
+
+def test_a_history_entry_costs_about_its_frame_so_the_byte_budget_holds():
+    import tracemalloc
+
+    r = reply("a", "i1") | {"text": "x" * 500}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [reply_entry(Cursor(0, n), r) for n in range(1000)]
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_entry < 2 * len(kept[0].frame) + 512, f"{per_entry:.0f} bytes held for a {len(kept[0].frame)}-byte frame"
