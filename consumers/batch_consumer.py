@@ -3,7 +3,9 @@
 Three loops share one event loop:
 - poll: keeps calling getmany (so the group never thinks we died, however long the model
   takes), queues records, and pauses every partition while the inbox is over its high
-  watermark;
+  watermark. A record batch that cannot be decoded (a codec missing, corrupt bytes) is
+  skipped, never retried forever: its offsets are queued as an `UndecodableRange`, which
+  becomes a dead letter (`undecodable_batch`) in its turn, so the partition moves on;
 - work: takes micro-batches and hands each to the tier's `handle`, which returns, per
   record, what the broker must acknowledge before the record's offset may be committed
   (a reply, an escalation, a shed record, a dead letter, or several of them);
@@ -25,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from stream.flow import Backpressure, MicroBatcher
-from stream.kafka_io import Checkpoint
+from stream.kafka_io import Checkpoint, UndecodableRange, read_skipping_undecodable
 from stream.metrics import WorkerMetrics
 
 log = logging.getLogger("idolstream.consumer")
@@ -42,6 +44,15 @@ class Received:
 # What one record produced: the producer futures to await before its offset may be committed.
 Outcome = tuple[ConsumerRecord, list[Awaitable]]
 Handler = Callable[[list[Received]], Awaitable[list[Outcome]]]
+# Produces the dead letter of skipped offsets; returns its delivery future.
+SkipHandler = Callable[[UndecodableRange], Awaitable[Awaitable]]
+Queued = Received | UndecodableRange
+
+
+def partition_of(entry: Queued) -> TopicPartition:
+    if isinstance(entry, UndecodableRange):
+        return entry.partition
+    return TopicPartition(entry.record.topic, entry.record.partition)
 
 
 @dataclass(frozen=True)
@@ -72,14 +83,21 @@ class BatchConsumer:
         limits: BatchLimits,
         handle: Handler,
         metrics: WorkerMetrics,
+        skip_undecodable: SkipHandler,
+        *,
+        on_assigned: Callable[[set[TopicPartition]], None] = lambda assigned: None,
+        on_revoked: Callable[[set[TopicPartition]], None] = lambda revoked: None,
     ) -> None:
         self.consumer = consumer
         self.topics = list(topics)
         self.limits = limits
         self.handle = handle
         self.metrics = metrics
+        self.skip_undecodable = skip_undecodable
+        self.on_assigned = on_assigned  # the tier's partition-owned state follows the assignment
+        self.on_revoked = on_revoked
         self.checkpoint = Checkpoint(consumer)
-        self.inbox: MicroBatcher[Received] = MicroBatcher(limits.batch_max_size, limits.batch_max_wait_ms / 1000)
+        self.inbox: MicroBatcher[Queued] = MicroBatcher(limits.batch_max_size, limits.batch_max_wait_ms / 1000)
         self.backpressure = Backpressure(limits.inbox_high_watermark, limits.inbox_low_watermark)
         self._stopping = asyncio.Event()
         self._in_flight: asyncio.Future | None = None
@@ -120,8 +138,9 @@ class BatchConsumer:
             await self.checkpoint.commit()
         except Exception:
             log.warning("commit on revoke failed; the new owner redoes those items", exc_info=True)
-        self.inbox.drain(keep=lambda r: TopicPartition(r.record.topic, r.record.partition) not in revoked)
+        self.inbox.drain(keep=lambda entry: partition_of(entry) not in revoked)
         self.checkpoint.forget(revoked)
+        self.on_revoked(revoked)
         for tp in revoked:  # another member reports these now
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(self.metrics.tier, tp.topic, str(tp.partition))
@@ -129,16 +148,21 @@ class BatchConsumer:
     def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self.backpressure.paused and assigned:
             self.consumer.pause(*assigned)
+        self.on_assigned(assigned)
 
     # -- loops ------------------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
         lag_due = 0.0
         while True:
-            batches = await self.consumer.getmany(timeout_ms=100, max_records=POLL_MAX_RECORDS)
+            batches = await read_skipping_undecodable(self.consumer, timeout_ms=100, max_records=POLL_MAX_RECORDS)
             now = time.monotonic()
             for records in batches.values():
                 for record in records:
+                    if isinstance(record, UndecodableRange):
+                        self.checkpoint.track_skipped(record)
+                        self.inbox.put_nowait(record)
+                        continue
                     self.checkpoint.track(record)
                     self.metrics.items_consumed.labels(self.metrics.tier, record.topic).inc()
                     self.inbox.put_nowait(Received(record, now))
@@ -179,8 +203,12 @@ class BatchConsumer:
             self._in_flight = asyncio.ensure_future(self._handle(batch))
             await asyncio.shield(self._in_flight)
 
-    async def _handle(self, batch: list[Received]) -> None:
-        outcomes = await self.handle(batch)
+    async def _handle(self, batch: list[Queued]) -> None:
+        received = [entry for entry in batch if isinstance(entry, Received)]
+        skipped = [entry for entry in batch if isinstance(entry, UndecodableRange)]
+        outcomes = await self.handle(received) if received else []
+        letters = [await self.skip_undecodable(entry) for entry in skipped]
         await asyncio.gather(
-            *(self.checkpoint.acknowledge(record, asyncio.gather(*deliveries)) for record, deliveries in outcomes)
+            *(self.checkpoint.acknowledge(record, asyncio.gather(*deliveries)) for record, deliveries in outcomes),
+            *(self.checkpoint.acknowledge_skipped(entry, letter) for entry, letter in zip(skipped, letters)),
         )

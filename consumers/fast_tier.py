@@ -13,6 +13,16 @@ Per micro-batch (the consuming loops live in `BatchConsumer`):
 `watch_escalations` reads the replies topic: a deep answer settles its escalation (and
 closes the breaker), and an escalation whose deadline passes unanswered gets its draft
 sent by the fast tier itself (and counts against the breaker).
+
+`recover_escalations` makes that survive a crash. Whenever this worker is given partitions,
+it reads `items.deep` and `replies` back (the last max age plus deadline) and takes over
+the escalations of those partitions' items that have no answer yet; on revocation it
+forgets them (their new owner does the same). Why rebuild from Kafka rather than hold each
+escalated item's offset until it is settled: holding would stall the commits of every later
+item of the partition for up to the deadline and make a restarted worker run all of them
+through the model again (each with another holding line), and an item redone past its max
+age would be shed instead of answered. The escalation record already carries the draft and
+the deadline, which is all the item's one answer needs.
 """
 
 from __future__ import annotations
@@ -20,19 +30,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.batch_consumer import Outcome, Received
 from consumers.model_slot import ModelSlot, call_isolating_failures
 from consumers.outputs import Outputs, source_of
 from stream.breaker import CircuitBreaker
-from stream.contracts import Cue, Draft, Escalation, Submission, Timings, decode_submission, new_id, utcnow
+from stream.contracts import (
+    Cue, Draft, Escalation, Submission, Timings, decode_escalation, decode_submission, new_id, utcnow,
+)
 from stream.errors import ModelFailure, RejectedItem
-from stream.escalations import PendingEscalations
+from stream.escalations import PendingEscalations, still_owed
+from stream.flow import RecentIds
+from stream.kafka_io import UndecodableRange, read_skipping_undecodable
 from stream.images import admit_image, decode_base64_image, thumbnail_data_url
 from stream.metrics import WorkerMetrics
 from stream.models.runtime import GenerationRequest, ModelRunner
@@ -45,6 +60,11 @@ from stream.shedding import Arrival, LoadShedder, SheddingPolicy
 log = logging.getLogger("idolstream.fast_tier")
 PERSONA_MODEL_ID = "persona"  # model_id of lines no model wrote
 WATCH_PERIOD_S = 0.05
+RECOVERY_RETRY_S = 1.0
+ANSWERED_IDS = 8192  # answers seen on the replies topic, remembered so a recovery skips them
+
+# Reads the records of a topic written in the last N seconds (stream.kafka_io.read_recent, bound).
+RecentReader = Callable[[str, float], Awaitable[list]]
 
 
 @dataclass
@@ -86,6 +106,7 @@ class FastTier:
         outputs: Outputs,
         metrics: WorkerMetrics,
         replies_reader: AIOKafkaConsumer,
+        read_recent: RecentReader,
     ) -> None:
         self.settings = settings
         self.slot = slot
@@ -93,6 +114,9 @@ class FastTier:
         self.outputs = outputs
         self.metrics = metrics
         self.replies_reader = replies_reader
+        self.read_recent = read_recent
+        self.answered = RecentIds(ANSWERED_IDS)
+        self._to_recover: asyncio.Queue[set[TopicPartition]] = asyncio.Queue()
         self.policy = routing_policy(settings)
         self.shedder = LoadShedder(shedding_policy(settings))
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
@@ -243,10 +267,15 @@ class FastTier:
     async def watch_escalations(self) -> None:
         """Settle escalations from the replies topic; send the draft for those past their deadline."""
         while True:
-            batches = await self.replies_reader.getmany(timeout_ms=int(WATCH_PERIOD_S * 1000))
+            batches = await read_skipping_undecodable(
+                self.replies_reader, timeout_ms=int(WATCH_PERIOD_S * 1000), max_records=500
+            )
             now = time.monotonic()
             for records in batches.values():
                 for record in records:
+                    if isinstance(record, UndecodableRange):
+                        log.warning("skipped undecodable replies at %s: %s", record, record.error)
+                        continue
                     self._settle(record.value, now)
             for waiting in self.pending.expired(now):
                 self.breaker.record_failure(now)
@@ -260,6 +289,7 @@ class FastTier:
             reply = orjson.loads(raw or b"")
             if reply.get("role") != "answer":
                 return
+            self.answered.add(reply["item_id"])
             settled = self.pending.settle(reply["item_id"])
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
             return  # not a reply; the gateway counts those
@@ -269,3 +299,55 @@ class FastTier:
             self.breaker.record_success(now)
         else:
             self.breaker.record_failure(now)  # the deep tier sent the draft itself: late or degraded
+
+    # -- escalations of a crashed or revoked worker -------------------------------------
+
+    def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if assigned:
+            self._to_recover.put_nowait(assigned)
+
+    def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        dropped = self.pending.drop(lambda e: TopicPartition(e.source.topic, e.source.partition) in revoked)
+        if dropped:
+            log.info("%d escalations handed over with their partitions", dropped)
+        self.metrics.pending_escalations.set(len(self.pending))
+
+    async def recover_escalations(self) -> None:
+        """Take over the unanswered escalations of each set of partitions this worker is given."""
+        while True:
+            assigned = await self._to_recover.get()
+            while True:
+                try:
+                    recovered = await self._recover(assigned)
+                    break
+                except Exception:  # the broker may be down too: keep trying, the items are on Kafka
+                    log.warning("reading back escalations failed; retrying in %.0f s", RECOVERY_RETRY_S,
+                                exc_info=True)
+                    await asyncio.sleep(RECOVERY_RETRY_S)  # a retry period, not a readiness guess
+            if recovered:
+                log.info("took over %d unanswered escalations of %d partitions", recovered, len(assigned))
+
+    async def _recover(self, assigned: set[TopicPartition]) -> int:
+        window_s = self.settings.max_age_s + self.settings.deep_deadline_ms / 1000
+        topics = self.settings.topics
+        escalated = await self.read_recent(topics.items_deep, window_s)
+        replies = await self.read_recent(topics.replies, window_s)
+        for record in replies:
+            self._settle(record.value, time.monotonic())  # also feeds `answered`
+        escalations = []
+        for record in escalated:
+            try:
+                escalations.append(decode_escalation(record.value or b""))
+            except RejectedItem:
+                continue  # the deep tier dead-letters it
+        owed = still_owed(escalations, self.answered, {(tp.topic, tp.partition) for tp in assigned})
+        now, wall = time.monotonic(), utcnow()
+        recovered = 0
+        for escalation in owed:
+            item_id = escalation.item.item_id
+            if item_id in self.pending:
+                continue
+            self.pending.add(item_id, now + (escalation.deadline_at - wall).total_seconds(), escalation)
+            recovered += 1
+        self.metrics.pending_escalations.set(len(self.pending))
+        return recovered

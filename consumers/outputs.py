@@ -12,8 +12,9 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from stream.contracts import Escalation, Reasoning, Reply, Source, Submission, dead_letter_for
-from stream.errors import RejectedItem
+from stream.contracts import Escalation, Reasoning, Reply, Source, Submission, dead_letter_for, undecodable_dead_letter
+from stream.errors import ReasonCode, RejectedItem
+from stream.kafka_io import UndecodableRange
 from stream.metrics import WorkerMetrics
 from stream.replies import shed_record
 from stream.routing import ShedReason
@@ -80,3 +81,15 @@ class Outputs:
         self.metrics.dead_letters.labels(error.reason.value).inc()
         key = (room or source.key or "").encode() or None
         return await self.producer.send(self.topics.dlq, letter.to_json(), key=key)
+
+    async def undecodable(self, skipped: UndecodableRange) -> asyncio.Future:
+        """A dead letter for offsets nobody could decode: where they were and why, no bytes."""
+        tp = skipped.partition
+        source = Source(topic=tp.topic, partition=tp.partition, offset=skipped.first)
+        detail = (f"record batch at offsets {skipped.first}..{skipped.last} could not be decoded and was "
+                  f"skipped: {skipped.error}")
+        letter = undecodable_dead_letter(source, skipped.last, detail)
+        log.warning("dead letter %s at %s[%d]@%d..%d: %s", ReasonCode.UNDECODABLE_BATCH, tp.topic, tp.partition,
+                    skipped.first, skipped.last, skipped.error)
+        self.metrics.dead_letters.labels(ReasonCode.UNDECODABLE_BATCH.value).inc()
+        return await self.producer.send(self.topics.dlq, letter.to_json())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiokafka import TopicPartition
 
-from stream.kafka_io import bootstrap_for, ensure_topics, make_consumer, make_producer, partitions_of
+from stream.kafka_io import bootstrap_for, ensure_topics, make_consumer, make_producer, partitions_of, read_recent
 from stream.metrics import GatewayMetrics, WorkerMetrics
 from stream.models.backends import load_runner
 from stream.models.registry import ModelRegistry
@@ -114,12 +114,15 @@ async def fast_tier_service(
     try:
         await _seek_to_end(replies, bootstrap, settings.topics.replies)
         outputs = Outputs(producer, settings.topics, metrics, settings.dlq_max_original_bytes)
-        tier = FastTier(settings, slot, Persona.load(settings.persona_path), outputs, metrics, replies)
+        tier = FastTier(settings, slot, Persona.load(settings.persona_path), outputs, metrics, replies,
+                        lambda topic, since_s: read_recent(bootstrap, topic, since_s, "idolstream-fast-recovery"))
         limits = BatchLimits(settings.batch_max_size, settings.batch_max_wait_ms, settings.inbox_high_watermark,
                              settings.inbox_low_watermark, settings.commit_interval_s)
-        batches = BatchConsumer(consumer, settings.topics.submissions, limits, tier.handle, metrics)
+        batches = BatchConsumer(consumer, settings.topics.submissions, limits, tier.handle, metrics,
+                                outputs.undecodable, on_assigned=tier.partitions_assigned,
+                                on_revoked=tier.partitions_revoked)
         async with _worker(tier, batches, slot, metrics, settings, settings.admin_port,
-                           [tier.watch_escalations()]) as running:
+                           [tier.watch_escalations(), tier.recover_escalations()]) as running:
             yield running
     finally:
         await replies.stop()
@@ -143,7 +146,8 @@ async def deep_tier_service(
         limits = BatchLimits(settings.deep_batch_max_size, settings.deep_batch_max_wait_ms,
                              settings.deep_inbox_high_watermark, settings.deep_inbox_low_watermark,
                              settings.commit_interval_s)
-        batches = BatchConsumer(consumer, [settings.topics.items_deep], limits, tier.handle, metrics)
+        batches = BatchConsumer(consumer, [settings.topics.items_deep], limits, tier.handle, metrics,
+                                outputs.undecodable)
         async with _worker(tier, batches, slot, metrics, settings, settings.deep_admin_port, []) as running:
             yield running
     finally:

@@ -148,7 +148,15 @@ def _schema_version_required(schema: dict[str, Any]) -> None:
 
 
 class Submission(_Contract):
-    """A fan's item, as chat bots and the uploader produce it."""
+    """A fan's item, as chat bots and the uploader produce it.
+
+    Produce it to fan.images (kind fan_image) or danmaku.screens (kind danmaku_screenshot),
+    keyed by `room`, so that a room stays on one partition, in order. Kafka's Java client and
+    aiokafka place a key with murmur2; librdkafka clients (confluent-kafka, kcat, rdkafka, and
+    most Go, .NET and Node clients) must set partitioner=murmur2_random to agree, or one room's
+    items land on several partitions and can be answered out of order. Any compression codec
+    (none, gzip, snappy, lz4, zstd) is read.
+    """
 
     model_config = ConfigDict(json_schema_extra=_schema_version_required)
 
@@ -292,8 +300,8 @@ class DeadLetter(_Contract):
     item_id: str | None = None
     room: str | None = None
     original_base64: str | None = Field(default=None, description="the original bytes when they fit")
-    original_sha256: str
-    original_size: int = Field(ge=0)
+    original_sha256: str | None = Field(description="SHA-256 of the original bytes; null when they could not be read")
+    original_size: int | None = Field(ge=0, description="length of the original bytes; null when they could not be read")
     at: AwareDatetime
 
 
@@ -417,6 +425,20 @@ def dead_letter_for(
         original_base64=base64.b64encode(raw).decode("ascii") if keep else None,
         original_sha256=hashlib.sha256(raw).hexdigest(),
         original_size=len(raw),
+        at=utcnow(),
+    )
+
+
+def undecodable_dead_letter(source: Source, last_offset: int, detail: str) -> DeadLetter:
+    """Offsets `source.offset`..`last_offset` whose record batch the consumer could not decode."""
+    return DeadLetter(
+        dead_letter_id=new_id(),
+        reason=ReasonCode.UNDECODABLE_BATCH,
+        detail=detail[:1000],
+        source=source,
+        last_offset=last_offset,
+        original_sha256=None,
+        original_size=None,
         at=utcnow(),
     )
 

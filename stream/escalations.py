@@ -5,12 +5,20 @@ answer for the item on the replies topic settles it (a deep answer in time is a 
 for the circuit breaker, anything else a failure); a deadline that passes with no answer
 means the deep tier is down or lagging, so the fast tier sends the draft itself. Bounded:
 past `capacity` waiting items the caller stops escalating (`full`).
+
+This memory is rebuilt from Kafka, not trusted to one process: a worker that is given a
+partition reads `items.deep` and `replies` back over the last max-age-plus-deadline and
+takes over the escalations of that partition's items that have no answer yet
+(`still_owed`), so a crashed or revoked worker's escalations still get their one answer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from stream.contracts import Escalation
 
 T = TypeVar("T")
 
@@ -36,6 +44,16 @@ class PendingEscalations(Generic[T]):
     def add(self, item_id: str, deadline: float, draft: T) -> None:
         self._waiting[item_id] = Waiting(item_id, deadline, draft)
 
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._waiting
+
+    def drop(self, which: Callable[[T], bool]) -> int:
+        """Forget the waiting items whose draft `which` selects (e.g. another worker owns them now)."""
+        gone = [item_id for item_id, waiting in self._waiting.items() if which(waiting.draft)]
+        for item_id in gone:
+            del self._waiting[item_id]
+        return len(gone)
+
     def settle(self, item_id: str) -> Waiting[T] | None:
         """The item got its answer: forget it; None when it was not waiting here."""
         return self._waiting.pop(item_id, None)
@@ -49,3 +67,19 @@ class PendingEscalations(Generic[T]):
 
     def next_deadline(self) -> float | None:
         return min((w.deadline for w in self._waiting.values()), default=None)
+
+
+def still_owed(escalations: Iterable[Escalation], answered: Container[str],
+               owned: Container[tuple[str, int]]) -> list[Escalation]:
+    """The escalations read back from `items.deep` that still owe their fan an answer.
+
+    Kept: those whose item came from a partition in `owned` (topic, partition) and has no
+    answer in `answered`; the last escalation of an item wins (an item redone after a crash
+    may have been escalated twice).
+    """
+    latest: dict[str, Escalation] = {}
+    for escalation in escalations:
+        item_id = escalation.item.item_id
+        if (escalation.source.topic, escalation.source.partition) in owned and item_id not in answered:
+            latest[item_id] = escalation
+    return list(latest.values())

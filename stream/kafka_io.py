@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import CorruptRecordException, KafkaError, TopicAlreadyExistsError, UnsupportedCodecError
 
 from stream.contracts import MAX_MESSAGE_BYTES
 from stream.errors import LocalKafkaError
@@ -121,10 +122,20 @@ class Checkpoint:
     def track(self, record) -> None:
         self.ledger.track(TopicPartition(record.topic, record.partition), record.offset)
 
+    def track_skipped(self, skipped: UndecodableRange) -> None:
+        for offset in skipped.offsets():
+            self.ledger.track(skipped.partition, offset)
+
     async def acknowledge(self, record, delivery) -> None:
         """Wait for `delivery` (the producer's future) and mark `record` finished."""
         await delivery
         self.ledger.finish(TopicPartition(record.topic, record.partition), record.offset)
+
+    async def acknowledge_skipped(self, skipped: UndecodableRange, delivery) -> None:
+        """Wait for the dead letter of undecodable offsets, then mark them all finished."""
+        await delivery
+        for offset in skipped.offsets():
+            self.ledger.finish(skipped.partition, offset)
 
     async def commit(self) -> dict:
         offsets = self.ledger.committable()
@@ -148,3 +159,120 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
     if described["error_code"] != 0 or not described["partitions"]:
         raise LocalKafkaError(f"topic {topic} does not exist; create the topics first (`idolstream topics`)")
     return sorted(p["partition"] for p in described["partitions"])
+
+
+# -- record batches a consumer cannot decode ------------------------------------------
+#
+# aiokafka decodes a fetched record batch inside `getmany`. When it cannot (a codec library
+# missing, a corrupt batch), `getmany` raises for the whole fetch, names no partition, and
+# keeps its position: the next call fetches and fails on the same batch again, and the good
+# records fetched before it in the same response are never returned. `read_skipping_undecodable`
+# turns that into progress: it takes the assigned partitions one record at a time until the one
+# that fails is found, returns the good records before the bad batch, and skips the bad offsets
+# one by one (the batch's extent is unknown without decoding it) as an `UndecodableRange`.
+
+DECODE_ERRORS = (UnsupportedCodecError, CorruptRecordException)
+# Records taken one at a time per partition while isolating (bounded like a normal poll).
+ISOLATE_MAX_RECORDS = 16
+# Offsets skipped in one isolation at most; a larger bad batch takes several polls.
+ISOLATE_MAX_SKIPS = 1000
+ISOLATE_FETCH_TIMEOUT_MS = 1000
+
+
+@dataclass(frozen=True)
+class UndecodableRange:
+    """Offsets `first`..`last` of `partition` that could not be decoded, and why."""
+
+    partition: TopicPartition
+    first: int
+    last: int
+    error: str
+
+    def offsets(self) -> range:
+        return range(self.first, self.last + 1)
+
+
+def is_decode_error(error: BaseException) -> bool:
+    """A failure to decode fetched bytes: aiokafka's own, or a decompressor's (not a Kafka error)."""
+    return isinstance(error, DECODE_ERRORS) or not isinstance(error, (KafkaError, asyncio.CancelledError))
+
+
+async def read_skipping_undecodable(
+    consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int
+) -> dict[TopicPartition, list]:
+    """`getmany`, except that a batch nobody can decode is skipped instead of raised.
+
+    Returns, per partition, its records and `UndecodableRange`s in offset order.
+    """
+    try:
+        return await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    except Exception as error:
+        if not is_decode_error(error):
+            raise
+        first_error = error
+    found = await _isolate_undecodable(consumer)
+    if not found:
+        raise first_error  # no partition fails on its own: not a batch's fault
+    return found
+
+
+async def _isolate_undecodable(consumer: AIOKafkaConsumer) -> dict[TopicPartition, list]:
+    found: dict[TopicPartition, list] = {}
+    for tp in sorted(consumer.assignment() - consumer.paused()):
+        highwater = consumer.highwater(tp)
+        if highwater is not None and await consumer.position(tp) >= highwater:
+            continue  # nothing fetched past the position here: not the failing partition
+        out: list = []
+        taken = skipped = 0
+        while taken < ISOLATE_MAX_RECORDS and skipped < ISOLATE_MAX_SKIPS:
+            try:
+                got = await consumer.getmany(tp, timeout_ms=ISOLATE_FETCH_TIMEOUT_MS, max_records=1)
+            except Exception as error:
+                if not is_decode_error(error):
+                    raise
+                offset = await consumer.position(tp)
+                consumer.seek(tp, offset + 1)
+                skipped += 1
+                why = str(error) if type(error).__name__ in str(error) else f"{type(error).__name__}: {error}"
+                last = out[-1] if out else None
+                if isinstance(last, UndecodableRange) and last.last == offset - 1 and last.error == why:
+                    out[-1] = UndecodableRange(tp, last.first, offset, why)  # the same batch, or its twin
+                else:
+                    out.append(UndecodableRange(tp, offset, offset, why))
+                continue
+            records = got.get(tp, [])
+            if not records:
+                break
+            out.extend(records)
+            taken += len(records)
+        if out:
+            found[tp] = out
+    return found
+
+
+async def read_recent(bootstrap: str, topic: str, since_s: float, client_id: str) -> list:
+    """Every readable record of `topic` written in the last `since_s` seconds, up to its end now.
+
+    For rebuilding in-memory state from a topic at start (a group-less reader of its own).
+    Undecodable batches are skipped: the caller gets what can be read.
+    """
+    consumer = make_consumer(bootstrap, None, client_id)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.offsets_for_times({tp: int((time.time() - since_s) * 1000) for tp in partitions})
+        for tp in partitions:
+            found = starts.get(tp)
+            consumer.seek(tp, ends[tp] if found is None else found.offset)
+        records: list = []
+        behind = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
+        while behind:
+            batches = await read_skipping_undecodable(consumer, timeout_ms=200, max_records=500)
+            for entries in batches.values():
+                records.extend(e for e in entries if not isinstance(e, UndecodableRange))
+            behind = {tp for tp in behind if await consumer.position(tp) < ends[tp]}
+        return records
+    finally:
+        await consumer.stop()
