@@ -33,6 +33,7 @@ from stream.metrics import WorkerMetrics
 log = logging.getLogger("idolstream.consumer")
 POLL_MAX_RECORDS = 16
 LAG_EVERY_S = 1.0  # how often consumer lag is reported
+REVOKE_WAIT_S = 5.0  # how long a rebalance waits for the batch in hand before handing its partitions over
 
 
 @dataclass
@@ -134,6 +135,10 @@ class BatchConsumer:
     # -- rebalance --------------------------------------------------------------------
 
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Let the batch being handled finish first (bounded: the group waits for us), so its
+        # offsets are committed here instead of its items being answered again by the next owner.
+        if self._in_flight is not None and not self._in_flight.done():
+            await asyncio.wait({self._in_flight}, timeout=REVOKE_WAIT_S)
         try:
             await self.checkpoint.commit()
         except Exception:

@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from stream.contracts import Reply
+from stream.kafka_io import UndecodableRange, read_skipping_undecodable
 from stream.metrics import GatewayMetrics
 from stream.overlay import Cursor, OverlayQueue, RoomHub
 from stream.settings import GatewaySettings
@@ -121,7 +122,9 @@ class Gateway:
         try:
             async with asyncio.timeout(REBUILD_TIMEOUT_S):
                 while behind:
-                    read += self._publish_all(await self.consumer.getmany(*behind, timeout_ms=200, max_records=500))
+                    read += self._publish_all(
+                        await read_skipping_undecodable(self.consumer, *behind, timeout_ms=200, max_records=500)
+                    )
                     behind = {tp for tp in behind if await self.consumer.position(tp) < ends[tp]}
         except TimeoutError:
             log.warning("rebuilding room histories took over %.0f s; the rest is read live", REBUILD_TIMEOUT_S)
@@ -136,7 +139,7 @@ class Gateway:
         """Read replies until cancelled and fan them out (after `start`)."""
         try:
             while True:
-                self._publish_all(await self.consumer.getmany(timeout_ms=200, max_records=500))
+                self._publish_all(await read_skipping_undecodable(self.consumer, timeout_ms=200, max_records=500))
                 if self.hub.forget_quiet_rooms():
                     self.metrics.history_bytes.set(self.hub.history_bytes())
                     self.metrics.rooms_held.set(self.hub.rooms_held())
@@ -151,6 +154,12 @@ class Gateway:
         count = 0
         for records in batches.values():
             for record in records:
+                if isinstance(record, UndecodableRange):  # skipped, never retried forever
+                    self.hub.advance(Cursor(record.partition.partition, record.last))
+                    self.metrics.invalid.inc(len(record.offsets()))
+                    log.warning("skipped replies at offsets %d..%d of partition %d that cannot be decoded: %s",
+                                record.first, record.last, record.partition.partition, record.error)
+                    continue
                 self._publish(record.partition, record.offset, record.value)
                 count += 1
         return count

@@ -198,27 +198,27 @@ def is_decode_error(error: BaseException) -> bool:
 
 
 async def read_skipping_undecodable(
-    consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int
+    consumer: AIOKafkaConsumer, *partitions: TopicPartition, timeout_ms: int, max_records: int
 ) -> dict[TopicPartition, list]:
-    """`getmany`, except that a batch nobody can decode is skipped instead of raised.
+    """`getmany` (of `partitions`, default all), except that a batch nobody can decode is skipped.
 
     Returns, per partition, its records and `UndecodableRange`s in offset order.
     """
     try:
-        return await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return await consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
     except Exception as error:
         if not is_decode_error(error):
             raise
         first_error = error
-    found = await _isolate_undecodable(consumer)
+    found = await _isolate_undecodable(consumer, set(partitions) or consumer.assignment())
     if not found:
         raise first_error  # no partition fails on its own: not a batch's fault
     return found
 
 
-async def _isolate_undecodable(consumer: AIOKafkaConsumer) -> dict[TopicPartition, list]:
+async def _isolate_undecodable(consumer: AIOKafkaConsumer, among: set[TopicPartition]) -> dict[TopicPartition, list]:
     found: dict[TopicPartition, list] = {}
-    for tp in sorted(consumer.assignment() - consumer.paused()):
+    for tp in sorted(among - consumer.paused()):
         highwater = consumer.highwater(tp)
         if highwater is not None and await consumer.position(tp) >= highwater:
             continue  # nothing fetched past the position here: not the failing partition

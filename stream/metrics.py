@@ -161,4 +161,7 @@ class GatewayMetrics:
             "idolstream_ws_history_rebuilt_total", "Replies read back from Kafka at start to rebuild room histories",
             registry=r,
         )
-        self.invalid = Counter("idolstream_ws_invalid_replies_total", "Records on the replies topic that were not replies", registry=r)
+        self.invalid = Counter(
+            "idolstream_ws_invalid_replies_total",
+            "Records on the replies topic that were not replies or could not be decoded", registry=r,
+        )

@@ -14,18 +14,22 @@ import subprocess
 import uuid
 from collections import Counter
 
+import httpx
 import orjson
 import pytest
 
 from consumers.services import prepare_topics
 from producers.client import SubmissionClient
-from producers.samples import sample_item
+from producers.samples import sample_item, sample_reply
 from stream.kafka_io import ensure_topics, read_recent
 from stream.local_kafka import find_free_port
 from stream.settings import FastTierSettings, GatewaySettings
 from stream.topics import TopicSpec
 from tests.processes import service_env, start_service, stop
-from tests.stack import gateway_settings, open_overlay, overlay_token, read_topic, running_gateway, scrape, total
+from tests.stack import (
+    SECRET, gateway_settings, next_reply, open_overlay, overlay_token, produce_replies, read_topic, running_gateway,
+    scrape, total,
+)
 
 pytestmark = pytest.mark.kafka
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
@@ -136,16 +140,13 @@ async def test_a_batch_no_codec_can_read_is_dead_lettered_and_the_next_item_answ
 ):
     # A fast tier whose codec library is missing (as it was before cramjam was a dependency):
     # lz4, snappy and zstd batches cannot be decoded at all.
-    blocked = tmp_path / "no-codecs" / "cramjam"
-    blocked.mkdir(parents=True)
-    (blocked / "__init__.py").write_text('raise ImportError("cramjam left out on purpose")\n')
     prefix = f"u{uuid.uuid4().hex[:8]}."
     settings = FastTierSettings(kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix, topic_partitions=2)
     await prepare_topics(settings, kafka_bootstrap)
     admin_port = find_free_port()
     env = service_env(kafka_bootstrap, prefix, escalate="false", user_max_items="0", room_max_replies="0",
                       admin_port=str(admin_port))
-    env["PYTHONPATH"] = str(blocked.parent)
+    env["PYTHONPATH"] = str(no_codecs(tmp_path))
     room, topic = "room-codecs", settings.topics.fan_images
     before, after = (sample_item(60 + n).to_submission(room) for n in range(2))
     # lz4: one batch of two items; snappy and zstd: one item each.
@@ -230,3 +231,48 @@ async def test_escalations_in_flight_survive_a_killed_fast_tier_while_the_deep_t
 async def read_all(bootstrap: str, topic: str) -> list[dict]:
     """Every record of a test's topic so far, as JSON."""
     return [orjson.loads(r.value) for r in await read_recent(bootstrap, topic, 3600, "test-read-all")]
+
+
+async def test_gateways_show_compressed_replies_and_one_without_the_codec_skips_them(
+    kafka_bootstrap, tmp_path, topic_prefix
+):
+    settings = gateway_settings(kafka_bootstrap, topic_prefix, ack_timeout_s=0)
+    topic, room = settings.topics.replies, "room-replies"
+    port = find_free_port()
+    env = service_env(kafka_bootstrap, topic_prefix, port=str(port), overlay_secret=SECRET)
+    env["PYTHONPATH"] = str(no_codecs(tmp_path))
+    async with running_gateway(settings) as gateway:  # this one has every codec
+        bare = start_service("gateway", env, tmp_path / "gateway.log")
+        try:
+            await until_ready(port)
+            full, _ = await open_overlay(gateway.port, room, overlay_token(room))
+            lacking, _ = await open_overlay(port, room, overlay_token(room))
+            first, compressed, last = (sample_reply(room, n) for n in range(3))
+            await produce_replies(kafka_bootstrap, topic, [first])
+            kcat_produce(kafka_bootstrap, topic, room, [compressed.to_json()], "lz4")
+            await produce_replies(kafka_bootstrap, topic, [last])
+            assert [(await next_reply(full))["item_id"] for _ in range(3)] == [
+                first.item_id, compressed.item_id, last.item_id]
+            assert [(await next_reply(lacking))["item_id"] for _ in range(2)] == [first.item_id, last.item_id]
+            metrics = await scrape(f"http://127.0.0.1:{port}/metrics")
+            assert total(metrics, "idolstream_ws_invalid_replies_total") == 1
+            assert bare.poll() is None
+        finally:
+            stop(bare)
+
+
+def no_codecs(tmp_path) -> object:
+    """A directory for PYTHONPATH in which cramjam (snappy, lz4, zstd) cannot be imported."""
+    blocked = tmp_path / "no-codecs" / "cramjam"
+    blocked.mkdir(parents=True, exist_ok=True)
+    (blocked / "__init__.py").write_text('raise ImportError("cramjam left out on purpose")\n')
+    return blocked.parent
+
+
+async def until_ready(port: int, timeout_s: float = 120) -> None:
+    async with httpx.AsyncClient() as http, asyncio.timeout(timeout_s):
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)  # poll interval of a readiness check

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import sys
@@ -17,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from tests.conftest import PROJECT_ROOT
+from tests.processes import service_env
 
 ASSIGNED = re.compile(r"Setting newly assigned partitions (.*) for group")
 PARTITION = re.compile(r"TopicPartition\(topic='([^']+)', partition=(\d+)\)")
@@ -34,14 +34,7 @@ class WorkerProcess:
 
     def __init__(self, name: str, bootstrap: str, prefix: str, **settings: str) -> None:
         self.name = name
-        self.env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP": bootstrap,
-            "IDOLSTREAM_TOPIC_PREFIX": prefix,
-            "IDOLSTREAM_GROUP_ID": f"{prefix}fast",
-            "HF_HUB_OFFLINE": "1",
-            **{f"IDOLSTREAM_{key.upper()}": str(value) for key, value in settings.items()},
-        }
+        self.env = service_env(bootstrap, prefix, **{key: str(value) for key, value in settings.items()})
         self.process: asyncio.subprocess.Process | None = None
         self.lines: list[tuple[float, str]] = []
         self.assignments: list[Assignment] = []
