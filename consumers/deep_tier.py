@@ -29,7 +29,7 @@ from stream.metrics import WorkerMetrics
 from stream.models.runtime import GenerationOptions, GenerationRequest, ModelRunner
 from stream.persona import Persona, build_messages, read_reply
 from stream.replies import build_reply, draft_reply, item_age_s
-from stream.routing import DegradeReason, ShedReason
+from stream.reasons import DegradeReason, ShedReason
 from stream.settings import DeepTierSettings
 from stream.thinking import THINK_CLOSE, continue_after_thought, split_thinking
 

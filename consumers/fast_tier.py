@@ -53,7 +53,8 @@ from stream.metrics import WorkerMetrics
 from stream.models.runtime import GenerationRequest, ModelRunner
 from stream.persona import Persona, build_messages, read_reply
 from stream.replies import build_reply, draft_reply, item_age_s
-from stream.routing import DegradeReason, ItemFeatures, RoutingPolicy, decide_route, item_features, item_priority
+from stream.reasons import DegradeReason
+from stream.routing import ItemFeatures, RoutingPolicy, decide_route, item_features, item_priority
 from stream.settings import FastTierSettings
 from stream.shedding import Arrival, LoadShedder, SheddingPolicy
 

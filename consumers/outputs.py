@@ -17,7 +17,7 @@ from stream.errors import ReasonCode, RejectedItem
 from stream.kafka_io import UndecodableRange
 from stream.metrics import WorkerMetrics
 from stream.replies import shed_record
-from stream.routing import ShedReason
+from stream.reasons import ShedReason
 from stream.topics import TopicNames
 
 log = logging.getLogger("idolstream.outputs")

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from producers.client import build_submission
 from stream.images import thumbnail_data_url
-from stream.routing import RouteReason
+from stream.reasons import RouteReason
 from stream.contracts import Cue, Reply, Submission, Timings, UserRef, new_id, utcnow
 
 FAN_NAMES = ["Aki", "Momo", "Renji", "Sora", "Yuki", "Haru", "Kaito", "Nana", "Lumi", "Taro"]

@@ -19,7 +19,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stream.errors import InvalidEnvelope, ReasonCode
-from stream.routing import DegradeReason, RouteReason, ShedReason
+from stream.reasons import DegradeReason, RouteReason, ShedReason
 
 SCHEMA_VERSION = 1
 SCHEMA_DIR = Path(__file__).parent / "schemas"

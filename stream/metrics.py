@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream.errors import ReasonCode
-from stream.routing import ESCALATION_REASONS, DegradeReason, ShedReason
+from stream.reasons import ESCALATION_REASONS, DegradeReason, ShedReason
 from stream.tokens import Refusal
 
 # Sub-second resolution where the objective lives (a reply within a second), then minutes.

@@ -17,7 +17,7 @@ from stream.contracts import (
     new_id,
     utcnow,
 )
-from stream.routing import DegradeReason, RouteReason, ShedReason
+from stream.reasons import DegradeReason, RouteReason, ShedReason
 
 
 def build_reply(

@@ -17,7 +17,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from stream.flow import RecentIds
-from stream.routing import ShedReason
+from stream.reasons import ShedReason
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from stream.contracts import (
 from stream.errors import InvalidEnvelope, ReasonCode
 from stream.images import ImageLimits, admit_image, decode_base64_image
 from stream.replies import item_age_s
-from stream.routing import RouteReason, ShedReason
+from stream.reasons import RouteReason, ShedReason
 from stream.settings import FastTierSettings, describe_settings
 from stream.shedding import Arrival, LoadShedder, SheddingPolicy
 

@@ -45,7 +45,7 @@ def _escalation(item_id: str, partition: int, topic: str = "fan.images", tag: st
 
     from producers.samples import sample_item
     from stream.contracts import Cue, Draft, Escalation, Source, Timings, utcnow
-    from stream.routing import RouteReason
+    from stream.reasons import RouteReason
 
     item = sample_item(1).to_submission("room-1", item_id=item_id)
     now = utcnow()

@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 
 from producers.client import build_submission
-from stream.routing import ItemFeatures, RouteReason, RoutingPolicy, decide_route, item_features, item_priority
+from stream.reasons import RouteReason
+from stream.routing import ItemFeatures, RoutingPolicy, decide_route, item_features, item_priority
 
 POLICY = RoutingPolicy()
 LETTER = "Dear Mirai, " + "thank you for every stream this year, it kept me going. " * 4

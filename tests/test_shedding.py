@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from stream.routing import ShedReason
+from stream.reasons import ShedReason
 from stream.shedding import Arrival, LoadShedder, SheddingPolicy, SlidingWindowCounter
 
 OPEN = SheddingPolicy(max_age_s=30, user_max_items=0, room_max_replies=0)

@@ -1,0 +1,44 @@
+"""The vocabularies of why: why an item took its route, why it was degraded, why it was shed.
+
+They sit at the bottom with the contracts that carry them (on replies, shed records and
+metric labels); the policies that decide (routing, shedding) import them from here.
+DLQ reason codes live with the errors that raise them, in `stream.errors`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RouteReason(StrEnum):
+    SIMPLE = "simple"  # nothing pointed at the deep tier
+    MATHS = "maths"
+    LONG_TEXT = "long_text"
+    DENSE_SCREENSHOT = "dense_screenshot"
+    QUESTION = "question"
+    MODEL_VERDICT = "model_verdict"  # the fast model tagged the item as needing thought
+
+
+class DegradeReason(StrEnum):
+    """Why an item did not get the answer its route asked for."""
+
+    DEEP_UNAVAILABLE = "deep_unavailable"  # circuit open: the fast tier answered itself
+    ESCALATION_BACKLOG = "escalation_backlog"  # too many escalations waiting on the deep tier
+    DEEP_DEADLINE = "deep_deadline"  # the deep answer was not ready in time: the draft went out
+    MODEL_SWITCHING = "model_switching"  # no model loaded while a worker switches
+    MODEL_ERROR = "model_error"  # the model failed on this item: a persona line went out
+    EMPTY_ANSWER = "empty_answer"  # the model said nothing usable: a persona line went out
+
+
+class ShedReason(StrEnum):
+    """Why an item was deliberately not answered (it is recorded for a later thank-you)."""
+
+    STALE = "stale"  # older than its max age when it reached a model
+    USER_RATE_LIMITED = "user_rate_limited"
+    ROOM_PACED = "room_paced"  # the room had its replies for this window
+    DUPLICATE = "duplicate"  # this item id was already taken in
+
+
+ESCALATION_REASONS = frozenset(
+    {RouteReason.MATHS, RouteReason.LONG_TEXT, RouteReason.DENSE_SCREENSHOT, RouteReason.QUESTION, RouteReason.MODEL_VERDICT}
+)
