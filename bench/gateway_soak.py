@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import time
 import uuid
@@ -39,11 +37,9 @@ from websockets.asyncio.client import ClientConnection, connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_bootstrap  # noqa: E402
-from bench.overlay_load import rss_kib, until  # noqa: E402
+from bench.harness import bench_bootstrap, gateway_process, rss_kib, until  # noqa: E402
 from producers.samples import sample_reply  # noqa: E402
 from stream.kafka_io import make_producer  # noqa: E402
-from stream.local_kafka import find_free_port  # noqa: E402
 from stream.settings import GatewaySettings  # noqa: E402
 from stream.tokens import issue_token  # noqa: E402
 
@@ -68,32 +64,6 @@ async def scrape(port: int) -> dict[str, float]:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-@contextlib.asynccontextmanager
-async def gateway_process(bootstrap: str, prefix: str, secret: str, history_max_age_s: float | None = None):
-    """`idolstream serve gateway` on a free loopback port, ready; its Popen and port."""
-    port = find_free_port()
-    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "IDOLSTREAM_TOPIC_PREFIX": prefix,
-           "IDOLSTREAM_PORT": str(port), "IDOLSTREAM_OVERLAY_SECRET": secret}
-    if history_max_age_s is not None:
-        env["IDOLSTREAM_HISTORY_MAX_AGE_S"] = str(history_max_age_s)
-    gateway = subprocess.Popen([str(ROOT / ".venv" / "bin" / "idolstream"), "serve", "gateway"], env=env, cwd=ROOT)
-    try:
-        async def ready() -> bool:
-            try:
-                async with httpx.AsyncClient() as http:
-                    return (await http.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).status_code == 200
-            except httpx.HTTPError:
-                if gateway.poll() is not None:
-                    raise RuntimeError("the gateway exited") from None
-                return False
-
-        await until(ready)
-        yield gateway, port
-    finally:
-        gateway.terminate()
-        gateway.wait(timeout=30)
 
 
 async def overlay(url: str, replies: int, gate: asyncio.Semaphore, connected: asyncio.Event,

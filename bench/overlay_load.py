@@ -19,7 +19,6 @@ import asyncio
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import time
 import uuid
@@ -32,22 +31,14 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_bootstrap, pct  # noqa: E402
+from bench.harness import bench_bootstrap, gateway_process, pct, rss_kib, until  # noqa: E402
 from producers.samples import sample_reply  # noqa: E402
 from stream.kafka_io import make_producer  # noqa: E402
-from stream.local_kafka import find_free_port  # noqa: E402
 from stream.settings import GatewaySettings  # noqa: E402
 from stream.tokens import issue_token  # noqa: E402
 
 MAX_OVERLAYS = 2000
 MAX_SECONDS = 120
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 async def metric(port: int, name: str) -> float:
@@ -57,12 +48,6 @@ async def metric(port: int, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
-
-
-async def until(check, timeout_s: float = 60) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not await check():
-            await asyncio.sleep(0.1)
 
 
 async def overlay(url: str, sent_at: dict[str, float], latencies: list[float], repeats: list[str],
@@ -89,70 +74,53 @@ async def run(args: argparse.Namespace) -> dict:
     seconds = min(args.seconds, MAX_SECONDS)
     secret = secrets.token_hex(32)
     prefix = f"bench{uuid.uuid4().hex[:8]}."
-    async with bench_bootstrap() as bootstrap:
-        port = find_free_port()
-        env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "IDOLSTREAM_TOPIC_PREFIX": prefix,
-               "IDOLSTREAM_PORT": str(port), "IDOLSTREAM_OVERLAY_SECRET": secret,
-               "IDOLSTREAM_CLIENT_QUEUE": "256"}
-        gateway = subprocess.Popen([str(ROOT / ".venv" / "bin" / "idolstream"), "serve", "gateway"], env=env, cwd=ROOT)
+    async with bench_bootstrap() as bootstrap, gateway_process(bootstrap, prefix, secret, client_queue="256") as (
+        gateway, port
+    ):
+        base_kib = rss_kib(gateway.pid)
+        rooms = [f"bench-room-{i}" for i in range(m)]
+        sent_at: dict[str, float] = {}
+        latencies: list[float] = []
+        repeats: list[str] = []
+        tasks = []
+        for i in range(n):
+            room = rooms[i % m]
+            connected = asyncio.Event()
+            url = f"ws://127.0.0.1:{port}/ws/{room}?token={issue_token(secret.encode(), room, 3600)}"
+            tasks.append(asyncio.create_task(overlay(url, sent_at, latencies, repeats, connected)))
+            await asyncio.wait_for(connected.wait(), 30)
+        await until(lambda: _clients_are(port, n))
+        connected_kib = rss_kib(gateway.pid)
+
+        producer = make_producer(bootstrap, "bench-overlay")
+        await producer.start()
+        produced = 0
+        per_room = {room: sum(1 for i in range(n) if rooms[i % m] == room) for room in rooms}
+        expected = 0
+        peak_kib = connected_kib
+        started = time.perf_counter()
         try:
-            async def ready() -> bool:
-                try:
-                    async with httpx.AsyncClient() as http:
-                        return (await http.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).status_code == 200
-                except httpx.HTTPError:
-                    if gateway.poll() is not None:
-                        raise RuntimeError("the gateway exited") from None
-                    return False
-
-            await until(ready)
-            base_kib = rss_kib(gateway.pid)
-            rooms = [f"bench-room-{i}" for i in range(m)]
-            sent_at: dict[str, float] = {}
-            latencies: list[float] = []
-            repeats: list[str] = []
-            tasks = []
-            for i in range(n):
-                room = rooms[i % m]
-                connected = asyncio.Event()
-                url = f"ws://127.0.0.1:{port}/ws/{room}?token={issue_token(secret.encode(), room, 3600)}"
-                tasks.append(asyncio.create_task(overlay(url, sent_at, latencies, repeats, connected)))
-                await asyncio.wait_for(connected.wait(), 30)
-            await until(lambda: _clients_are(port, n))
-            connected_kib = rss_kib(gateway.pid)
-
-            producer = make_producer(bootstrap, "bench-overlay")
-            await producer.start()
-            produced = 0
-            per_room = {room: sum(1 for i in range(n) if rooms[i % m] == room) for room in rooms}
-            expected = 0
-            peak_kib = connected_kib
-            started = time.perf_counter()
-            try:
-                while time.perf_counter() - started < seconds:
-                    room = rooms[produced % m]
-                    reply = sample_reply(room, produced)
-                    sent_at[reply.reply_id] = time.perf_counter()
-                    await producer.send(GatewaySettings(topic_prefix=prefix).topics.replies, reply.to_json(),
-                                        key=room.encode())
-                    produced += 1
-                    expected += per_room[room]
-                    if produced % 50 == 0:
-                        peak_kib = max(peak_kib, rss_kib(gateway.pid))
-                    await asyncio.sleep(max(0.0, started + produced / args.rate - time.perf_counter()))
-                await producer.flush()
-            finally:
-                await producer.stop()
-            try:
-                await until(lambda: _delivered(latencies, expected), timeout_s=30)
-            except TimeoutError:
-                pass
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            while time.perf_counter() - started < seconds:
+                room = rooms[produced % m]
+                reply = sample_reply(room, produced)
+                sent_at[reply.reply_id] = time.perf_counter()
+                await producer.send(GatewaySettings(topic_prefix=prefix).topics.replies, reply.to_json(),
+                                    key=room.encode())
+                produced += 1
+                expected += per_room[room]
+                if produced % 50 == 0:
+                    peak_kib = max(peak_kib, rss_kib(gateway.pid))
+                await asyncio.sleep(max(0.0, started + produced / args.rate - time.perf_counter()))
+            await producer.flush()
         finally:
-            gateway.terminate()
-            gateway.wait(timeout=30)
+            await producer.stop()
+        try:
+            await until(lambda: _delivered(latencies, expected), timeout_s=30)
+        except TimeoutError:
+            pass
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     return {
         "overlays": n, "rooms": m, "rate_per_s": args.rate, "seconds": seconds, "replies": produced,
         "deliveries": len(latencies), "expected_deliveries": expected,

@@ -82,8 +82,12 @@ async def next_reply(ws: ClientConnection, timeout: float = WAIT_S) -> dict:
     return (await next_frame(ws, timeout))["reply"]
 
 
-async def read_topic(bootstrap: str, topic: str, until, timeout: float = WAIT_S) -> list[dict]:
-    """Records of `topic` from the beginning, as JSON, until `until(records)` holds."""
+def as_json(record) -> dict:
+    return orjson.loads(record.value)
+
+
+async def read_topic(bootstrap: str, topic: str, until, timeout: float = WAIT_S, decode=as_json) -> list:
+    """Records of `topic` from the beginning, as JSON (or as `decode` makes them), until `until(records)` holds."""
     consumer = make_consumer(bootstrap, None, "test-reader")
     await consumer.start()
     try:
@@ -94,7 +98,7 @@ async def read_topic(bootstrap: str, topic: str, until, timeout: float = WAIT_S)
         async with asyncio.timeout(timeout):
             while not until(records):
                 for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(orjson.loads(r.value) for r in batch)
+                    records.extend(decode(r) for r in batch)
         return records
     finally:
         await consumer.stop()

@@ -23,7 +23,7 @@ from producers.client import SubmissionClient
 from producers.samples import sample_item, sample_reply
 from stream.kafka_io import ensure_topics, read_recent
 from stream.local_kafka import find_free_port
-from stream.settings import FastTierSettings, GatewaySettings
+from stream.settings import FastTierSettings
 from stream.topics import TopicSpec
 from tests.processes import service_env, start_service, stop
 from tests.stack import (
@@ -107,32 +107,11 @@ async def test_murmur2_random_keeps_a_room_on_the_partition_our_producer_uses(st
     for room in rooms:
         kcat_produce(stack.bootstrap, topic, room, [b"murmur2_random"])
         kcat_produce(stack.bootstrap, topic, room, [b"default"], partitioner=None)
-    records = await read_raw(stack.bootstrap, topic, 3 * len(rooms))
+    records = await read_topic(stack.bootstrap, topic, lambda r: len(r) >= 3 * len(rooms), decode=lambda r: r)
     placed = {(r.key.decode(), r.value): r.partition for r in records}
     assert {room: placed[(room, b"murmur2_random")] for room in rooms} == ours
     # librdkafka's default (consistent_random, CRC32) puts rooms elsewhere: the setting matters.
     assert any(placed[(room, b"default")] != ours[room] for room in rooms)
-
-
-async def read_raw(bootstrap: str, topic: str, count: int) -> list:
-    from aiokafka import TopicPartition
-
-    from stream.kafka_io import make_consumer, partitions_of
-
-    consumer = make_consumer(bootstrap, None, "test-raw")
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        records: list = []
-        async with asyncio.timeout(60):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
 
 
 async def test_a_batch_no_codec_can_read_is_dead_lettered_and_the_next_item_answered(
