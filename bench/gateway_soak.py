@@ -136,7 +136,7 @@ async def run(args: argparse.Namespace) -> dict:
     topic = GatewaySettings(topic_prefix=prefix).topics.replies
     rows = []
     async with bench_bootstrap() as bootstrap, gateway_process(
-            bootstrap, prefix, secret, args.history_max_age_s) as (gateway, port):
+            bootstrap, prefix, secret, history_max_age_s=args.history_max_age_s) as (gateway, port):
         base_kib = rss_kib(gateway.pid)
         base_fds = open_fds(gateway.pid)
         producer = make_producer(bootstrap, "bench-soak")
