@@ -1,0 +1,1 @@
+"""Teaching the model: fine-tuning datasets (Qwen3-VL's format), target replies, training."""
