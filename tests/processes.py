@@ -29,7 +29,7 @@ def start_service(service: str, env: dict[str, str], log: Path) -> subprocess.Po
     """`idolstream serve SERVICE` with its output in `log` (read it when an assertion fails)."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "serve", service], cwd=PROJECT_ROOT, env=env,
+            [sys.executable, "-m", "stream.cli", "-v", "serve", service], cwd=PROJECT_ROOT, env=env,
             stdout=out, stderr=subprocess.STDOUT,
         )
 

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.kafka
 
 
 def start_fast_tier(bootstrap: str, prefix: str, commit_interval_s: float, log: Path) -> subprocess.Popen:
-    # Escalation off: no deep tier runs here.
-    env = service_env(bootstrap, prefix, commit_interval_s=str(commit_interval_s), escalate="false")
+    # Escalation off: no deep tier runs here. A long max age: the item redone after the kill
+    # must be answered again, not shed as stale because two model loads took a while.
+    env = service_env(bootstrap, prefix, commit_interval_s=str(commit_interval_s), escalate="false", max_age_s="600")
     return start_service("fast-tier", env, log)
 
 

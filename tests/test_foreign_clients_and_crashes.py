@@ -57,7 +57,7 @@ class ModuleStack:
         self.settings = FastTierSettings(kafka_bootstrap=bootstrap, topic_prefix=self.prefix, topic_partitions=2)
         self.admin_port = find_free_port()
         self.env = service_env(
-            bootstrap, self.prefix, escalate="true", deep_deadline_ms=str(DEADLINE_MS), max_age_s="120",
+            bootstrap, self.prefix, escalate="true", deep_deadline_ms=str(DEADLINE_MS), max_age_s="600",
             user_max_items="0", room_max_replies="0", breaker_failures="1000", admin_port=str(self.admin_port),
         )
         self.log = tmp / "fast-tier.log"
@@ -124,7 +124,7 @@ async def test_a_batch_no_codec_can_read_is_dead_lettered_and_the_next_item_answ
     await prepare_topics(settings, kafka_bootstrap)
     admin_port = find_free_port()
     env = service_env(kafka_bootstrap, prefix, escalate="false", user_max_items="0", room_max_replies="0",
-                      admin_port=str(admin_port))
+                      max_age_s="600", admin_port=str(admin_port))
     env["PYTHONPATH"] = str(no_codecs(tmp_path))
     room, topic = "room-codecs", settings.topics.fan_images
     before, after = (sample_item(60 + n).to_submission(room) for n in range(2))
