@@ -3,6 +3,7 @@
     idolstream kafka up|down|status      the local single-node KRaft broker
     idolstream topics                    create the topics (idempotent)
     idolstream models build-tiny|list    tiny offline checkpoints; the registry
+    idolstream models train-demo [--steps N --seed S --out DIR]   train the demo model here
     idolstream submit --room R --user U [--text T] IMAGE...
     idolstream serve fast-tier|deep-tier|gateway   run one service until SIGTERM
     idolstream switch-model MODEL_ID --admin URL     ask a running tier to switch model
@@ -72,10 +73,72 @@ def _models(args: argparse.Namespace) -> int:
             spec = registry.get(model_id)
             print(f"{spec.id:<36} {spec.tier:<5} {spec.architecture:<5} {spec.mode:<9} {spec.source}")
         return 0
+    if args.action == "train-demo":
+        return _train_demo(args, settings)
     from stream.models.tiny import build_missing
 
     built = build_missing(registry, Path.cwd())
     print(f"built: {', '.join(str(p) for p in built) or 'nothing (all tiny checkpoints exist)'}")
+    return 0
+
+
+def _train_demo(args: argparse.Namespace, settings: FastTierSettings) -> int:
+    """Train the demo model from scratch with a progress bar, register it, score it on held-out pictures."""
+    import time
+
+    from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    from stream.learning.demo_model import (
+        DEMO_MODEL_ID,
+        DemoPlan,
+        build_demo_model,
+        demo_spec,
+        answer_held_out,
+        score_replies,
+    )
+    from stream.models.registry import ModelRegistry, register_model
+    from stream.models.runtime import TransformersRunner
+    from stream.persona import Persona
+
+    registry_path = settings.registry_path
+    registry = ModelRegistry.load(registry_path)
+    root = registry.project_root
+    spec = demo_spec(registry, args.out, root)
+    out = spec.local_dir(root)
+    plan = DemoPlan(examples=args.examples, steps=args.steps, seed=args.seed)
+    persona = Persona.load(settings.persona_path)
+    transformers_logging.disable_progress_bar()  # one bar: ours
+    print(f"training {DEMO_MODEL_ID} from scratch: {plan.examples} pictures, {plan.steps} steps of {plan.batch_size}")
+    started = time.perf_counter()
+    with tqdm(total=plan.steps, unit="step", dynamic_ncols=True) as bar:
+
+        def show(progress) -> None:
+            bar.set_postfix(loss=f"{progress.loss:.3f}", ex_s=f"{progress.examples_per_s:.0f}", refresh=False)
+            bar.update(progress.step - bar.n)
+
+        result = build_demo_model(spec, out, persona, plan, on_progress=show, on_stage=bar.set_description_str)
+    print(
+        f"saved {out} in {time.perf_counter() - started:.0f} s "
+        f"(final loss {result.final_loss:.3f}, {result.examples_per_s:.1f} examples/s)"
+    )
+    if DEMO_MODEL_ID not in registry:
+        register_model(registry_path, spec)
+        print(f"registered {spec.id} in {registry_path}")
+    elif registry.get(DEMO_MODEL_ID).local_dir(root) != out:
+        print(f"note: the registry's {DEMO_MODEL_ID} still points at {registry.get(DEMO_MODEL_ID).source}")
+    if args.check:
+        runner = TransformersRunner.load(spec, root)
+        try:
+            replies, facts = answer_held_out(runner, persona, args.check, seed=plan.seed)
+        finally:
+            runner.close()
+        score = score_replies(replies, facts)
+        print(
+            f"held-out pictures: {score.colour}/{score.count} replies name the colour, "
+            f"{score.name} the fan, {score.language} in the fan's language"
+        )
+        print(f"for example: {replies[0]}")
     return 0
 
 
@@ -143,6 +206,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stream.learning.demo_model import DemoPlan
+
     parser = argparse.ArgumentParser(
         prog="idolstream",
         description=__doc__,
@@ -158,8 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("topics", help="create the topics (idempotent)").set_defaults(func=_topics)
 
-    models = sub.add_parser("models", help="the model registry and tiny checkpoints")
-    models.add_argument("action", choices=["build-tiny", "list"])
+    models = sub.add_parser("models", help="the model registry, tiny checkpoints and the demo model")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    models_sub.add_parser("build-tiny", help="build the registry's missing tiny random checkpoints")
+    models_sub.add_parser("list", help="list the registry's models")
+    demo_model = models_sub.add_parser(
+        "train-demo", help="train the small demo model from scratch (a few minutes on a CPU) and register it"
+    )
+    plan = DemoPlan()
+    demo_model.add_argument("--steps", type=int, default=plan.steps, help=f"training steps (default {plan.steps})")
+    demo_model.add_argument("--seed", type=int, default=plan.seed, help="seed of the data, the weights and the batches")
+    demo_model.add_argument(
+        "--examples", type=int, default=plan.examples, help=f"synthetic training pictures (default {plan.examples})"
+    )
+    demo_model.add_argument("--out", type=Path, help="checkpoint directory (default: the registry entry's)")
+    demo_model.add_argument(
+        "--check", type=int, default=40, metavar="N", help="held-out pictures to ask it about afterwards (0: none)"
+    )
     models.set_defaults(func=_models)
 
     submit = sub.add_parser("submit", help="send fan images to the fast tier")

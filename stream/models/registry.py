@@ -55,6 +55,19 @@ Backend = Literal["transformers", "openai"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+class Lineage(BaseModel):
+    """What a fine-tuned checkpoint was trained from, so a registry entry can be traced and redone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base: str = Field(min_length=1, description="registry id (or source) of the model it started from")
+    data: str = Field(min_length=1, description="the dataset file, as given")
+    data_digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the dataset and its images")
+    steps: int = Field(ge=1)
+    final_loss: float = Field(ge=0.0)
+    seed: int = 0
+
+
 class ModelSpec(BaseModel):
     """One registry entry. Immutable; unknown fields are rejected."""
 
@@ -75,11 +88,21 @@ class ModelSpec(BaseModel):
     temperature: float = Field(ge=0.0, le=2.0)
     # Built offline by ``build-tiny`` (random weights); never fetched from the hub.
     tiny: bool = False
+    # Trained here from scratch by ``models train-demo``; never fetched from the hub.
+    demo: bool = False
+    # Where a fine-tuned model came from; None for models trained elsewhere or from scratch.
+    lineage: Lineage | None = None
     backend: Backend = "transformers"
     # Base URL of the OpenAI-compatible server (``http://vllm-fast:8000``); openai backend only.
     endpoint: str | None = None
     # The ``model`` name sent to that server; ``source`` when unset.
     served_model: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_builder(self) -> ModelSpec:
+        if self.tiny and self.demo:
+            raise ValueError("an entry is built by build-tiny or by train-demo, not both (tiny and demo are set)")
+        return self
 
     @model_validator(mode="after")
     def _pixel_range(self) -> ModelSpec:
@@ -118,6 +141,7 @@ class ModelSpec(BaseModel):
         candidate = Path(project_root) / path
         looks_local = (
             self.tiny
+            or self.demo
             or candidate.exists()
             or raw.startswith(("./", "../"))
             or not _HUB_ID.match(raw)
@@ -128,6 +152,35 @@ class ModelSpec(BaseModel):
         """What to hand to ``from_pretrained``: a directory path or a hub id."""
         local = self.local_dir(project_root)
         return str(local) if local is not None else self.source
+
+
+def register_model(path: str | Path, spec: ModelSpec) -> bool:
+    """Add ``spec`` to the registry file at ``path``, or replace the entry with its id.
+
+    Other entries and their order are kept; the file is rewritten whole (write, then
+    rename). Returns False, leaving the file untouched, when the entry is already there
+    as given.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        _RegistryFile.model_validate(raw)
+    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+        raise ModelLoadError(f"invalid model registry {path}: {exc}") from exc
+    entry = spec.model_dump(mode="json", exclude_defaults=True)
+    entry = {**entry, **{key: getattr(spec, key) for key in ("tiny",)}}  # always spelled out, like the others
+    models = raw["models"]
+    index = next((i for i, old in enumerate(models) if old.get("id") == spec.id), None)
+    if index is not None and ModelSpec.model_validate(models[index]) == spec:
+        return False
+    if index is None:
+        models.append(entry)
+    else:
+        models[index] = entry
+    staging = path.with_name(f".{path.name}.writing")
+    staging.write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    staging.replace(path)
+    return True
 
 
 class _RegistryFile(BaseModel):

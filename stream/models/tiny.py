@@ -6,6 +6,10 @@ corpus, a Qwen3-VL chat template, image/video processor configs and a seeded ran
 model saved with ``save_pretrained``. The directory loads exactly like a real one
 (``AutoTokenizer`` / ``AutoProcessor`` / ``AutoModelForImageTextToText.from_pretrained``).
 
+The pieces are public for other from-scratch builders (the trained demo model):
+``ModelShape`` sizes a model, ``build_tokenizer`` trains a tokenizer on any corpus,
+``write_scratch_checkpoint`` writes a whole random-weight checkpoint of a shape.
+
 ``check_checkpoint_consistency`` verifies the invariants between tokenizer, config and
 processor config that transformers does not check itself (a wrong ``mrope_section`` or
 deepstack index silently degrades the model instead of raising). It is used on real
@@ -23,7 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -79,8 +83,11 @@ Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 2024 2025 3.14 50% #1 @fan :) <3
 
 
 @dataclass(frozen=True)
-class _Shape:
-    """Model sizes: small enough that a CPU forward pass takes milliseconds."""
+class ModelShape:
+    """The sizes of a from-scratch Qwen3-VL model; the defaults are the tiny checkpoints'.
+
+    The defaults are small enough that a CPU forward pass takes milliseconds.
+    """
 
     hidden_size: int = 64
     intermediate_size: int = 128
@@ -106,7 +113,7 @@ class _Shape:
     tokenizer_vocab: int = 1024
 
 
-_SHAPE = _Shape()
+TINY_SHAPE = ModelShape()
 _DEFAULT_PIXELS = {"min_pixels": 64 * 64, "max_pixels": 256 * 256}
 
 
@@ -149,7 +156,12 @@ def chat_template(thinking: bool) -> str:
     )
 
 
-def _train_tokenizer(vocab_size: int):
+def train_tokenizer(corpus: Iterable[str], vocab_size: int):
+    """A byte-level BPE ``tokenizers.Tokenizer`` in Qwen's layout, trained on ``corpus`` lines.
+
+    Qwen's control tokens come last, with the highest ids; the ``<think>`` tags are added
+    as plain (non-special) tokens.
+    """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import BPE
     from tokenizers.trainers import BpeTrainer
@@ -171,7 +183,7 @@ def _train_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=[],
     )
-    tokenizer.train_from_iterator(_CORPUS.splitlines(), trainer)
+    tokenizer.train_from_iterator(corpus, trainer)
     # Added after training so they get the highest ids, as in Qwen's vocabulary.
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
@@ -192,8 +204,8 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _write_processor_configs(directory: Path, pixels: dict[str, int]) -> None:
-    shape = _SHAPE
+def write_processor_configs(directory: Path, pixels: Mapping[str, int], shape: ModelShape = TINY_SHAPE) -> None:
+    """The image, video and processor configs of a Qwen3-VL checkpoint with this image budget."""
     common = {
         "patch_size": shape.patch_size,
         "merge_size": shape.merge_size,
@@ -232,10 +244,10 @@ def _write_processor_configs(directory: Path, pixels: dict[str, int]) -> None:
     _write_json(directory / "processor_config.json", {"processor_class": "Qwen3VLProcessor"})
 
 
-def _model_config(architecture: str, tokenizer, vocab_size: int):
+def model_config(architecture: str, tokenizer, vocab_size: int, shape: ModelShape = TINY_SHAPE):
+    """A ``Qwen3VLConfig`` (dense) or ``Qwen3VLMoeConfig`` (moe) whose token ids match ``tokenizer``."""
     from transformers import Qwen3VLConfig, Qwen3VLMoeConfig
 
-    shape = _SHAPE
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     text = {
         "vocab_size": vocab_size,
@@ -286,13 +298,12 @@ def _model_config(architecture: str, tokenizer, vocab_size: int):
     return Qwen3VLConfig(text_config=text, vision_config=vision, **token_ids)
 
 
-def _write_checkpoint(directory: Path, architecture: str, mode: str, pixels: dict[str, int], seed: int) -> None:
-    import torch
-    from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2Tokenizer
+def build_tokenizer(corpus: Iterable[str], vocab_size: int, thinking: bool):
+    """A ``Qwen2Tokenizer`` trained on ``corpus``, with the Qwen3-VL chat template."""
+    from transformers import Qwen2Tokenizer
 
-    backend = _train_tokenizer(_SHAPE.tokenizer_vocab)
     tokenizer = Qwen2Tokenizer(
-        tokenizer_object=backend,
+        tokenizer_object=train_tokenizer(corpus, vocab_size),
         # <|im_end|> ends an assistant turn, so it is what generation stops on.
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -300,13 +311,35 @@ def _write_checkpoint(directory: Path, architecture: str, mode: str, pixels: dic
         bos_token=None,
         model_max_length=32768,
     )
-    tokenizer.chat_template = chat_template(thinking=mode == "thinking")
+    tokenizer.chat_template = chat_template(thinking=thinking)
+    return tokenizer
+
+
+def write_scratch_checkpoint(
+    directory: Path,
+    architecture: str,
+    mode: str,
+    pixels: Mapping[str, int],
+    seed: int,
+    *,
+    shape: ModelShape = TINY_SHAPE,
+    corpus: Iterable[str] | None = None,
+) -> None:
+    """Write a random-weight checkpoint of ``shape`` into the existing, empty ``directory``.
+
+    The tokenizer is trained on ``corpus`` (default: a small built-in corpus in en/zh/ja).
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    lines = _CORPUS.splitlines() if corpus is None else corpus
+    tokenizer = build_tokenizer(lines, shape.tokenizer_vocab, thinking=mode == "thinking")
     tokenizer.save_pretrained(directory)  # tokenizer.json, tokenizer_config.json, chat_template.jinja
-    _write_processor_configs(directory, pixels)
+    write_processor_configs(directory, pixels, shape)
 
     # Round the embedding table up like Qwen does (151936 rows for 151669 tokens).
     vocab_size = math.ceil(len(tokenizer) / 64) * 64
-    config = _model_config(architecture, tokenizer, vocab_size)
+    config = model_config(architecture, tokenizer, vocab_size, shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
@@ -319,6 +352,10 @@ def _write_checkpoint(directory: Path, architecture: str, mode: str, pixels: dic
         do_sample=False,
     )
     model.save_pretrained(directory)  # config.json, generation_config.json, model.safetensors
+
+
+def _write_checkpoint(directory: Path, architecture: str, mode: str, pixels: dict[str, int], seed: int) -> None:
+    write_scratch_checkpoint(directory, architecture, mode, pixels, seed)
 
 
 def build_tiny_checkpoint(
@@ -340,14 +377,15 @@ def build_tiny_checkpoint(
     try:
         _write_checkpoint(staging, architecture, mode, pixels, seed)
         check_checkpoint_consistency(staging)
-        _swap_into_place(staging, out_dir)
+        swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
 
 
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
+def swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished ``staging`` directory to ``out_dir``, replacing what is there."""
     if not out_dir.exists():
         os.rename(staging, out_dir)
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stream.models.errors import ModelLoadError, UnknownModelError
-from stream.models.registry import ModelRegistry
+from stream.models.registry import ModelRegistry, ModelSpec, register_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_REGISTRY = PROJECT_ROOT / "config" / "models.json"
@@ -46,10 +46,14 @@ def write_registry(root: Path, models: list[dict]) -> Path:
     return path
 
 
-def test_project_registry_lists_tiny_and_real_models():
+def test_project_registry_lists_tiny_demo_and_real_models():
     registry = ModelRegistry.load(PROJECT_REGISTRY)
 
-    assert {"tiny-qwen3vl-moe", "tiny-qwen3vl-dense", "tiny-qwen3vl-thinking"} | REAL_IDS == set(registry.ids())
+    tiny_ids = {"tiny-qwen3vl-moe", "tiny-qwen3vl-dense", "tiny-qwen3vl-thinking"}
+    assert tiny_ids | {"demo-qwen3vl"} | REAL_IDS == set(registry.ids())
+    demo = registry.get("demo-qwen3vl")
+    assert (demo.tier, demo.architecture, demo.mode, demo.demo, demo.tiny) == ("fast", "dense", "instruct", True, False)
+    assert registry.resolve_source("demo-qwen3vl") == str(PROJECT_ROOT / "var/models/demo-qwen3vl")
     assert registry.project_root == PROJECT_ROOT
     fast = registry.get("tiny-qwen3vl-moe")
     assert (fast.tier, fast.architecture, fast.mode, fast.tiny) == ("fast", "moe", "instruct", True)
@@ -174,3 +178,36 @@ def test_endpoint_on_an_in_process_entry_is_rejected(tmp_path):
 
     with pytest.raises(ModelLoadError, match="backend 'openai'"):
         ModelRegistry.load(path)
+
+
+def test_an_entry_is_built_by_one_builder_only(tmp_path):
+    with pytest.raises(ModelLoadError, match="not both"):
+        ModelRegistry.load(write_registry(tmp_path, [TINY_ENTRY | {"demo": True}]))
+
+
+LINEAGE = {"base": "demo-qwen3vl", "data": "liked.jsonl", "data_digest": "ab" * 32, "steps": 40, "final_loss": 0.21}
+
+
+def test_a_fine_tuned_entry_records_its_lineage(tmp_path):
+    entry = TINY_ENTRY | {"id": "tuned", "tiny": False, "lineage": LINEAGE}
+    registry = ModelRegistry.load(write_registry(tmp_path, [entry]))
+
+    lineage = registry.get("tuned").lineage
+    assert (lineage.base, lineage.steps, lineage.seed) == ("demo-qwen3vl", 40, 0)
+    with pytest.raises(ModelLoadError, match="data_digest"):
+        ModelRegistry.load(write_registry(tmp_path, [entry | {"lineage": LINEAGE | {"data_digest": "xyz"}}]))
+
+
+def test_register_model_adds_or_replaces_an_entry_and_keeps_the_others(tmp_path):
+    path = write_registry(tmp_path, [TINY_ENTRY, TINY_ENTRY | {"id": "other"}])
+    tuned = ModelSpec.model_validate(TINY_ENTRY | {"id": "tuned", "tiny": False, "lineage": LINEAGE})
+
+    assert register_model(path, tuned) is True
+    assert register_model(path, tuned) is False  # already there as given: the file is not rewritten
+    moved = tuned.model_copy(update={"source": "var/models/tuned-2"})
+    assert register_model(path, moved) is True
+
+    registry = ModelRegistry.load(path)
+    assert registry.ids() == ["tiny", "other", "tuned"]
+    assert registry.get("tuned") == moved
+    assert [p.name for p in path.parent.iterdir()] == ["models.json"]
