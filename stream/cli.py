@@ -4,6 +4,7 @@
     idolstream topics                    create the topics (idempotent)
     idolstream models build-tiny|list    tiny offline checkpoints; the registry
     idolstream models train-demo [--steps N --seed S --out DIR]   train the demo model here
+    idolstream models finetune --base ID --data FILE.jsonl --out DIR [--lora]   fine-tune and register
     idolstream submit --room R --user U [--text T] IMAGE...
     idolstream serve fast-tier|deep-tier|gateway   run one service until SIGTERM
     idolstream switch-model MODEL_ID --admin URL     ask a running tier to switch model
@@ -75,6 +76,8 @@ def _models(args: argparse.Namespace) -> int:
         return 0
     if args.action == "train-demo":
         return _train_demo(args, settings)
+    if args.action == "finetune":
+        return _finetune(args, settings)
     from stream.models.tiny import build_missing
 
     built = build_missing(registry, Path.cwd())
@@ -139,6 +142,52 @@ def _train_demo(args: argparse.Namespace, settings: FastTierSettings) -> int:
             f"{score.name} the fan, {score.language} in the fan's language"
         )
         print(f"for example: {replies[0]}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace, settings: FastTierSettings) -> int:
+    """Fine-tune a registered model on a dataset with a progress bar, then register the result."""
+    import time
+
+    from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    from stream.learning.finetune import FinetunePlan, finetune
+    from stream.models.errors import ModelLoadError
+
+    plan = FinetunePlan(
+        steps=args.steps,
+        batch_size=args.batch,
+        learning_rate=args.lr if args.lr is not None else FinetunePlan.learning_rate,
+        seed=args.seed,
+        lora=args.lora,
+        lora_rank=args.lora_rank,
+    )
+    transformers_logging.disable_progress_bar()  # one bar: ours
+    started = time.perf_counter()
+    bar = tqdm(total=plan.steps, unit="step", dynamic_ncols=True, delay=0.5)
+
+    def show(progress) -> None:
+        bar.set_postfix(loss=f"{progress.loss:.3f}", ex_s=f"{progress.examples_per_s:.1f}", refresh=False)
+        bar.update(progress.step - bar.n)
+
+    try:
+        with bar:
+            done = finetune(
+                settings.registry_path, args.base, args.data, args.out, plan, args.id,
+                on_progress=show, on_stage=bar.set_description_str,
+            )
+    except ModelLoadError as exc:
+        print(f"idolstream: {exc}", file=sys.stderr)
+        return 2
+    result, spec = done.result, done.spec
+    print(
+        f"saved {done.out_dir} in {time.perf_counter() - started:.0f} s: {result.steps} steps, "
+        f"final loss {result.final_loss:.3f}, {result.examples_per_s:.1f} examples/s"
+    )
+    verb = "registered" if done.registered else "already registered:"
+    print(f"{verb} {spec.id} in {settings.registry_path} (base {args.base}, data {spec.lineage.data_digest[:12]})")
+    print(f"switch a running tier to it: idolstream switch-model {spec.id} --admin http://HOST:ADMIN_PORT")
     return 0
 
 
@@ -239,6 +288,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo_model.add_argument("--out", type=Path, help="checkpoint directory (default: the registry entry's)")
     demo_model.add_argument(
         "--check", type=int, default=40, metavar="N", help="held-out pictures to ask it about afterwards (0: none)"
+    )
+    from stream.learning.finetune import FinetunePlan
+
+    tune = models_sub.add_parser(
+        "finetune",
+        help="fine-tune a registered model on a dataset in Qwen3-VL's format and register the result",
+        description="Fine-tune registry model --base on --data (Qwen3-VL fine-tuning format, JSONL), the loss "
+        "on the assistant turns only; save the checkpoint as --out and register it with its lineage.",
+    )
+    defaults = FinetunePlan()
+    tune.add_argument("--base", required=True, metavar="ID", help="registry id of the model to start from")
+    tune.add_argument("--data", required=True, type=Path, metavar="FILE.jsonl", help="the dataset (.jsonl or .json)")
+    tune.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the new checkpoint")
+    tune.add_argument("--steps", type=int, default=defaults.steps, help=f"training steps (default {defaults.steps})")
+    tune.add_argument(
+        "--lr", type=float, help=f"peak learning rate (default {defaults.learning_rate:g}; real models want ~1e-5)"
+    )
+    tune.add_argument(
+        "--batch", type=int, default=defaults.batch_size, help=f"examples per step (default {defaults.batch_size})"
+    )
+    tune.add_argument("--seed", type=int, default=defaults.seed, help="seed of the batches' order")
+    tune.add_argument("--id", help="registry id of the new model (default: <base>-ft-<data digest>)")
+    tune.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) and merge them on save")
+    tune.add_argument(
+        "--lora-rank", type=int, default=defaults.lora_rank, help=f"LoRA adapter rank (default {defaults.lora_rank})"
     )
     models.set_defaults(func=_models)
 
