@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Kafka broker per test session, tiny checkpoints, topic isolation.
+"""Shared fixtures: one real Kafka broker per test session, tiny checkpoints and the demo model
+(each built at most once), topic isolation.
 
 The broker is the project's own local KRaft broker on free ports in a temporary home,
 unless KAFKA_BOOTSTRAP points at an existing cluster. Each test gets its own topic prefix
@@ -57,6 +58,25 @@ def tiny_checkpoints(registry) -> Path:
 
     build_missing(registry, PROJECT_ROOT)
     return PROJECT_ROOT / "var" / "models"
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint(registry, tiny_checkpoints) -> Path:
+    """The registry's demo model (trained from scratch, a few minutes), built once into var/ as the demo does."""
+    from stream.learning.demo_model import DEMO_MODEL_ID, build_missing_checkpoints
+
+    build_missing_checkpoints(registry, PROJECT_ROOT)
+    return registry.get(DEMO_MODEL_ID).local_dir(PROJECT_ROOT)
+
+
+@pytest.fixture(scope="session")
+def demo_runner(registry, demo_checkpoint):
+    """The demo model loaded through the runner, as a fast tier loads it."""
+    from stream.models.runtime import TransformersRunner
+
+    runner = TransformersRunner.load(registry.get("demo-qwen3vl"), PROJECT_ROOT)
+    yield runner
+    runner.close()
 
 
 @pytest.fixture(scope="session")

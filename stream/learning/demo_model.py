@@ -5,7 +5,9 @@ random-weight Qwen3-VL dense checkpoint of `DEMO_SHAPE` whose tokenizer is train
 persona's instructions and the dataset's texts (so replies in en/zh/ja are short token
 sequences), trains it with `stream.learning.train` and saves it as a real checkpoint
 directory. The image budget is the registry entry's: training sees pictures exactly as
-the fast tier will feed them.
+the fast tier will feed them. `build_missing_checkpoints` builds whatever the registry
+lists as made here (tiny and demo entries) and is missing, once; the demo and the tests
+share it.
 
 `score_replies` checks answers against the held-out pictures' known facts: the
 dominant colour named (and no other), the fan's name copied, the fan's language kept.
@@ -13,16 +15,19 @@ dominant colour named (and no other), the fan's name copied, the fan's language 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 from stream.learning.train import TrainConfig, TrainProgress, TrainResult, train
 from stream.models.registry import ModelRegistry, ModelSpec
-from stream.models.tiny import ModelShape, write_scratch_checkpoint
+from stream.models.tiny import ModelShape, build_missing, write_scratch_checkpoint
 from stream.persona import Persona, system_prompt
 
 DEMO_MODEL_ID = "demo-qwen3vl"
@@ -160,6 +165,63 @@ def build_demo_model(
     finally:
         if work_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def build_missing_checkpoints(
+    registry: ModelRegistry,
+    project_root: str | Path | None = None,
+    *,
+    demo: bool = True,
+    persona: Persona | None = None,
+    plan: DemoPlan = DemoPlan(),
+    progress_bar: bool = False,
+) -> list[Path]:
+    """Build every registry checkpoint that is made here and missing; return what was built.
+
+    ``tiny`` entries get random weights (``stream.models.tiny.build_missing``, seconds);
+    with ``demo``, ``demo`` entries are trained with the train-demo recipe (``plan``, a
+    few minutes on a CPU). An entry counts as present once its directory has a
+    config.json, so a second call builds nothing. ``persona`` defaults to the project's
+    config/persona.json; ``progress_bar`` shows each training on stderr with an ETA.
+    """
+    root = Path(project_root) if project_root is not None else registry.project_root
+    built = build_missing(registry, root)
+    if not demo:
+        return built
+    for spec in registry:
+        target = spec.local_dir(root)
+        if not spec.demo or target is None or (target / "config.json").exists():
+            continue
+        persona = persona or Persona.load(root / "config" / "persona.json")
+        if progress_bar:
+            print(f"training {spec.id} from scratch, once: {plan.examples} pictures, {plan.steps} steps",
+                  file=sys.stderr, flush=True)
+            with training_bar(plan.steps) as (on_progress, on_stage):
+                build_demo_model(spec, target, persona, plan, on_progress=on_progress, on_stage=on_stage)
+        else:
+            build_demo_model(spec, target, persona, plan)
+        built.append(target)
+    return built
+
+
+@contextlib.contextmanager
+def training_bar(steps: int, file: TextIO | None = None) -> Iterator[tuple[Callable, Callable]]:
+    """A progress bar for ``build_demo_model``: yields its ``(on_progress, on_stage)`` callbacks.
+
+    One line on ``file`` (stderr by default): the stage in words, steps done, the rate,
+    the time left, the loss and the examples per second.
+    """
+    from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # one bar: ours
+    with tqdm(total=steps, unit="step", dynamic_ncols=True, file=file or sys.stderr) as bar:
+
+        def on_progress(progress: TrainProgress) -> None:
+            bar.set_postfix(loss=f"{progress.loss:.3f}", ex_s=f"{progress.examples_per_s:.0f}", refresh=False)
+            bar.update(progress.step - bar.n)
+
+        yield on_progress, bar.set_description_str
 
 
 def held_out_requests(persona: Persona, spec: ModelSpec, count: int, seed: int) -> list[tuple]:
