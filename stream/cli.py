@@ -158,7 +158,7 @@ def _finetune(args: argparse.Namespace, settings: FastTierSettings) -> int:
     plan = FinetunePlan(
         steps=args.steps,
         batch_size=args.batch,
-        learning_rate=args.lr if args.lr is not None else FinetunePlan.learning_rate,
+        learning_rate=args.lr,
         seed=args.seed,
         lora=args.lora,
         lora_rank=args.lora_rank,
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_model.add_argument(
         "--check", type=int, default=40, metavar="N", help="held-out pictures to ask it about afterwards (0: none)"
     )
-    from stream.learning.finetune import FinetunePlan
+    from stream.learning.finetune import FULL_LR, LORA_LR, FinetunePlan
 
     tune = models_sub.add_parser(
         "finetune",
@@ -303,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the new checkpoint")
     tune.add_argument("--steps", type=int, default=defaults.steps, help=f"training steps (default {defaults.steps})")
     tune.add_argument(
-        "--lr", type=float, help=f"peak learning rate (default {defaults.learning_rate:g}; real models want ~1e-5)"
+        "--lr",
+        type=float,
+        help=f"peak learning rate (default {FULL_LR:g}, with --lora {LORA_LR:g}: for the small models here; "
+        "real 2B-8B models want ~1e-5, with --lora ~1e-4)",
     )
     tune.add_argument(
         "--batch", type=int, default=defaults.batch_size, help=f"examples per step (default {defaults.batch_size})"

@@ -8,6 +8,9 @@
    and fingerprinted with `dataset_digest`;
 3. `stream.learning.train.train` fine-tunes it, the loss on the assistant turns only,
    and saves a plain checkpoint directory (staged, consistency-checked, renamed into place);
+   With ``lora``, only LoRA adapters (peft) on the text model's attention and MLP
+   projections train; they are merged into the weights before saving, so the checkpoint
+   is a plain model directory (no adapter files) that loads like any other;
 4. a new registry entry (default id ``<base>-ft-<digest[:8]>``) copies the base's settings
    and records its `Lineage`: base id, data file and digest, steps, final loss, seed.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stream.errors import IdolstreamError
 from stream.learning.dataset import dataset_digest, read_dataset
@@ -26,9 +30,25 @@ from stream.learning.train import TrainConfig, TrainProgress, TrainResult, train
 from stream.models.errors import UnknownModelError
 from stream.models.registry import Lineage, ModelRegistry, ModelSpec, register_model
 
-__all__ = ["FinetuneError", "FinetunePlan", "Finetuned", "default_model_id", "finetune", "finetuned_spec"]
+__all__ = [
+    "FinetuneError",
+    "FinetunePlan",
+    "Finetuned",
+    "LoraAdapter",
+    "default_model_id",
+    "finetune",
+    "finetuned_spec",
+]
 
 DIGEST_CHARS = 8
+# Default peak learning rates, for the small models trained here; real 2B-8B models want
+# about 1e-5 (full) and 1e-4 (LoRA): pass --lr.
+FULL_LR = 1e-3
+LORA_LR = 5e-3
+# The text model's attention and MLP projections (Qwen3-VL dense; the MoE's experts are
+# fused parameters, not Linear layers, so there only attention gets adapters). The vision
+# tower and the LM head stay as they are.
+LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
 
 class FinetuneError(IdolstreamError):
@@ -41,23 +61,73 @@ class FinetunePlan:
 
     steps: int = 100
     batch_size: int = 8
-    learning_rate: float = 1e-3
+    # None: FULL_LR, or LORA_LR with lora (adapters start at zero and need bigger steps).
+    learning_rate: float | None = None
     seed: int = 0
     lora: bool = False
     lora_rank: int = 8
+    # LoRA's scale is alpha / rank; twice the rank is the common choice.
+    lora_alpha: int | None = None
+
+    @property
+    def peak_lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return LORA_LR if self.lora else FULL_LR
 
     def train_config(self, spec: ModelSpec) -> TrainConfig:
         """The loop's settings: this plan, at the base's image budget (as the tier will feed it)."""
         return TrainConfig(
             steps=self.steps,
             batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
+            learning_rate=self.peak_lr,
             # A short warm-up: the weights are already trained (or, for tiny ones, tiny).
             warmup_steps=max(1, min(20, self.steps // 10)),
             seed=self.seed,
             max_pixels=spec.max_pixels,
             min_pixels=spec.min_pixels,
         )
+
+
+class LoraAdapter:
+    """LoRA adapters (peft) on the text model's projections while training, merged into the weights on save.
+
+    Only the adapters train (the optimizer sees nothing else); `finish` folds them into
+    the projections they adapt and removes every trace of peft, so ``save_pretrained``
+    writes a plain checkpoint.
+    """
+
+    def __init__(self, rank: int, alpha: int | None = None) -> None:
+        self.rank = rank
+        self.alpha = alpha if alpha is not None else 2 * rank
+        self._wrapped: Any = None
+        self.trainable_parameters = 0
+
+    def prepare(self, model: Any) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=0.0, target_modules=LORA_TARGETS)
+        # peft injects the adapters into `model` itself and freezes the rest; the loop keeps
+        # training `model`, whose base_model and LM head the loss reads directly.
+        self._wrapped = get_peft_model(model, config)
+        self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if not self.trainable_parameters:
+            raise FinetuneError("LoRA found no text projections to adapt in this model")
+        return model
+
+    def finish(self, model: Any) -> Any:
+        merged = self._wrapped.merge_and_unload()
+        merged.requires_grad_(True)  # as from_pretrained leaves a model
+        return merged
+
+
+def lora_available() -> str | None:
+    """None when LoRA can be used here, else why not (in words)."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        return "--lora needs the peft package, which is not installed; install it or fine-tune without --lora"
+    return None
 
 
 @dataclass(frozen=True)
@@ -113,10 +183,14 @@ def finetune(
             f"model {base_id!r} runs on a remote server (backend {base.backend!r}): "
             "fine-tuning needs its weights in this process"
         )
-    if plan.steps < 1 or plan.batch_size < 1 or plan.learning_rate <= 0:
+    if plan.steps < 1 or plan.batch_size < 1 or plan.peak_lr <= 0:
         raise FinetuneError("steps and batch size must be at least 1 and the learning rate above 0")
     if plan.lora:
-        raise FinetuneError("--lora is not available yet: fine-tune the whole model (without --lora)")
+        if plan.lora_rank < 1:
+            raise FinetuneError("the LoRA rank must be at least 1")
+        problem = lora_available()
+        if problem:
+            raise FinetuneError(problem)
 
     say("reading the dataset")
     examples = read_dataset(Path(data))
@@ -132,10 +206,11 @@ def finetune(
         "base_source": base.source,
         "data": str(data),
         "data_digest": digest,
-        "method": "full",
+        "method": f"lora (rank {plan.lora_rank}, merged)" if plan.lora else "full",
     }
+    adapter = LoraAdapter(plan.lora_rank, plan.lora_alpha) if plan.lora else None
     say(f"fine-tuning {base_id}: {len(examples)} examples, {plan.steps} steps of {min(plan.batch_size, len(examples))}")
-    result = train(base.resolve_source(root), examples, out, config, on_progress, record)
+    result = train(base.resolve_source(root), examples, out, config, on_progress, record, adapter)
 
     lineage = Lineage(
         base=base_id,

@@ -40,6 +40,16 @@ TURN_END = "<|im_end|>"
 _PROCESSOR_FILES = ("processor_config.json", "video_preprocessor_config.json", "preprocessor_config.json")
 
 
+class ModelAdapter(Protocol):
+    """Changes what is trained and what is saved, e.g. LoRA adapters merged into the weights on save."""
+
+    def prepare(self, model: Any) -> Any:
+        """The model to train, given the loaded one (parameters not to train have requires_grad off)."""
+
+    def finish(self, model: Any) -> Any:
+        """The model to save, given the trained one: a plain model that loads like any checkpoint."""
+
+
 class TrainingExample(Protocol):
     """What the loop trains on: image files in the order of the image parts, and HF chat messages."""
 
@@ -288,12 +298,14 @@ def train(
     config: TrainConfig,
     on_progress: Callable[[TrainProgress], None] | None = None,
     record: Mapping[str, Any] | None = None,
+    adapter: ModelAdapter | None = None,
 ) -> TrainResult:
     """Train the checkpoint at ``base`` on ``examples`` and save the result as ``out_dir``.
 
     Deterministic on CPU for a given seed, data and thread count. ``out_dir`` is replaced
     only once the new checkpoint is complete and consistent. It holds a ``training.json``
     with the settings, the final loss and ``record`` (e.g. where the data came from).
+    ``adapter`` (default: none, every weight trains) decides what trains and what is saved.
     """
     import torch
     from transformers import AutoModelForImageTextToText
@@ -314,6 +326,8 @@ def train(
     encode_s = time.perf_counter() - started
 
     model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
+    if adapter is not None:
+        model = adapter.prepare(model)
     model.train()
     optimizer = _optimizer(model, config)
     tokenizer = processor.tokenizer
@@ -341,6 +355,8 @@ def train(
     train_s = time.perf_counter() - train_started
 
     model.eval()
+    if adapter is not None:
+        model = adapter.finish(model)
     tail = losses[-max(1, len(losses) // 10) :]
     result = TrainResult(
         out_dir=Path(out_dir),

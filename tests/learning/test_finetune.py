@@ -13,6 +13,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -215,4 +216,44 @@ def test_the_out_directory_of_another_model_is_refused(tiny_checkpoints, tmp_pat
     assert code == 2
     assert f"registry model {BASE_ID!r}" in capsys.readouterr().err
     assert (base_dir / "model.safetensors").read_bytes() == weights
+    assert registry_path.read_bytes() == registry_bytes
+
+
+def test_lora_merged_on_save_says_the_phrase_from_a_plain_checkpoint(tiny_checkpoints, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    registry_path = _registry_copy(tmp_path)
+    data = _liked_dataset(tmp_path / "data")
+    out = tmp_path / "var" / "models" / "liked-lora"
+    monkeypatch.setenv("IDOLSTREAM_REGISTRY_PATH", str(registry_path))
+
+    code = main(["models", "finetune", "--base", BASE_ID, "--data", str(data), "--out", str(out), "--lora",
+                 "--lora-rank", "8", "--steps", "40", "--lr", "1e-2", "--batch", "8", "--id", "tiny-liked-lora"])
+
+    assert code == 0
+    registry = ModelRegistry.load(registry_path)
+    spec = registry.get("tiny-liked-lora")
+    assert spec.lineage.base == BASE_ID and spec.lineage.steps == 40
+    assert _ask(spec, registry.project_root) == TARGET
+    assert not list(out.glob("adapter*"))  # merged: nothing for peft to load
+    tuned = load_file(out / "model.safetensors")
+    base = load_file(registry.get(BASE_ID).local_dir(registry.project_root) / "model.safetensors")
+    assert tuned.keys() == base.keys()
+    changed = {name for name in base if not (tuned[name] == base[name]).all()}
+    assert changed and all(".language_model.layers." in name and name.endswith("_proj.weight") for name in changed)
+    assert json.loads((out / "training.json").read_text(encoding="utf-8"))["method"].startswith("lora")
+
+
+def test_lora_without_peft_fails_clearly_and_writes_nothing(tiny_checkpoints, tmp_path, monkeypatch, capsys):
+    registry_path = _registry_copy(tmp_path)
+    registry_bytes = registry_path.read_bytes()
+    data = _liked_dataset(tmp_path / "data")
+    monkeypatch.setenv("IDOLSTREAM_REGISTRY_PATH", str(registry_path))
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft now raises ImportError
+
+    code = main(["models", "finetune", "--base", BASE_ID, "--data", str(data), "--out", str(tmp_path / "out"), "--lora"])
+
+    assert code == 2
+    assert "--lora needs the peft package" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
     assert registry_path.read_bytes() == registry_bytes
