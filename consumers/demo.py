@@ -1,5 +1,11 @@
-"""The main job: local broker, tiny checkpoints, fast and deep tiers, gateway, sample
+"""The main job: local broker, the demo model, fast and deep tiers, gateway, sample
 traffic, and every reply printed as an overlay websocket client receives it.
+
+The fast tier runs the demo model (``demo-qwen3vl``, a small Qwen3-VL trained here from
+scratch; the first run trains it, a few minutes with a progress bar) unless
+IDOLSTREAM_MODEL_ID names another. With the demo model the traffic is held-out synthetic
+pictures whose facts are known, and each reply is printed beside what its picture shows;
+with any other model it is the generic sample pictures.
 
 The sample traffic holds items that escalate (maths questions, long letters, packed
 comment walls) and, every tenth item, a replay from a chat bot's backlog created long
@@ -38,16 +44,81 @@ from websockets.asyncio.client import connect
 
 from producers.client import SubmissionClient
 from producers.samples import sample_item
-from stream.contracts import utcnow
+from producers.training_data import held_out_submissions
+from stream.contracts import Submission, new_id, utcnow
+from stream.learning.demo_model import DEMO_MODEL_ID, build_missing_checkpoints
+from stream.learning.replies import names_colour
+from stream.models.registry import ModelRegistry
+from stream.persona import Persona
 from stream.kafka_io import bootstrap_for, local_kafka, make_consumer, partitions_of
 from stream.metrics import WorkerMetrics
 from stream.settings import DeepTierSettings, FastTierSettings, GatewaySettings
 from stream.tokens import issue_token
 
-from consumers.services import deep_tier_service, fast_tier_service, gateway_service, load_slot, prepare_topics
+from consumers.services import (
+    PROJECT_ROOT,
+    deep_tier_service,
+    fast_tier_service,
+    gateway_service,
+    load_slot,
+    prepare_topics,
+)
 
 REPLAY_EVERY = 10  # every tenth sample item is an old one replayed from a bot's backlog
 REPLAY_AGE = timedelta(minutes=2)
+HELD_OUT_SEED = 7  # the demo's pictures: held out from the demo model's training set
+HELD_OUT_POOL = 60  # pictures drawn once and sent round again with fresh item ids
+
+
+class Traffic:
+    """The demo's items: held-out pictures with known facts for the demo model, else generic samples."""
+
+    def __init__(self, held_out: bool, count: int) -> None:
+        self.pool = held_out_submissions(min(max(count, 1), HELD_OUT_POOL), HELD_OUT_SEED) if held_out else []
+
+    def item(self, n: int, room: str, created_at=None) -> tuple[Submission, object | None]:
+        """The n-th submission for `room` and, for a held-out picture, its facts."""
+        if not self.pool:
+            return sample_item(n).to_submission(room, created_at=created_at), None
+        submission, facts = self.pool[n % len(self.pool)]
+        fields = {"item_id": new_id(), "room": room, **({"created_at": created_at} if created_at else {})}
+        return submission.model_copy(update=fields), facts
+
+
+def describe(facts) -> str:
+    """What a held-out picture shows, in words, to print beside the reply."""
+    if facts.kind == "danmaku_screenshot":
+        return f"{'dense ' if facts.dense else ''}comment wall on {facts.colour}"
+    return f"{facts.colour} drawing with {' and '.join(s + 's' for s in facts.shapes)}"
+
+
+def with_demo_model(settings: FastTierSettings) -> FastTierSettings:
+    """The fast tier runs the demo model unless the operator named a fast model."""
+    if "model_id" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"model_id": DEMO_MODEL_ID})
+
+
+def build_models(settings: FastTierSettings, model_ids: list[str]) -> bool:
+    """Build the missing checkpoints the registry makes here (training shows a progress bar).
+
+    Runs before the broker and the services start, blocking: nothing else runs yet. Ctrl-C
+    stops a training at once (nothing half-written is left in place); returns False then.
+    """
+    registry = ModelRegistry.load(settings.registry_path)
+    demo = any(model_id in registry and registry.get(model_id).demo for model_id in model_ids)
+    # asyncio.run's SIGINT handler would only cancel the demo once training ended.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        build_missing_checkpoints(
+            registry, PROJECT_ROOT, demo=demo, persona=Persona.load(settings.persona_path), progress_bar=True
+        )
+    except KeyboardInterrupt:
+        print("stopped while building the models", file=sys.stderr, flush=True)
+        return False
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return True
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -66,6 +137,8 @@ class Tally:
         self.dead_lettered: set[str] = set()
         self.shed: dict[str, str] = {}  # item id -> reason
         self.replays: set[str] = set()
+        self.facts: dict[str, object] = {}  # item id -> what its picture shows (held-out traffic)
+        self.colour_named = 0  # answers that name their picture's dominant colour
         self.settled = asyncio.Event()  # every item answered, shed or dead-lettered
         self.expected = 0
 
@@ -96,6 +169,9 @@ class Tally:
         ms = (time.monotonic() - self.sent_at[item_id]) * 1000
         self.latency_ms[item_id] = ms
         self.by_tier[reply["tier"]] = self.by_tier.get(reply["tier"], 0) + 1
+        facts = self.facts.get(item_id)
+        if facts is not None and names_colour(reply["text"], facts.colour):
+            self.colour_named += 1
         self._check_settled()
         return ms
 
@@ -116,8 +192,10 @@ async def watch_room(url: str, tally: Tally, connected: asyncio.Event) -> None:
                 print(f"{who} (holding, escalated: {reply['route_reason']}) {reply['text']}", flush=True)
             elif ms is not None:
                 how = reply["tier"] + (f", {reply['degraded']}" if reply.get("degraded") else "")
-                print(f"{who} ({reply['cue']['emotion']}, {how}, {reply['route_reason']}, {ms:.0f} ms) {reply['text']}",
-                      flush=True)
+                facts = tally.facts.get(reply["item_id"])
+                shows = f"   [picture: {describe(facts)}]" if facts is not None else ""
+                print(f"{who} ({reply['cue']['emotion']}, {how}, {reply['route_reason']}, {ms:.0f} ms) {reply['text']}"
+                      f"{shows}", flush=True)
             # A terminal, not a bubble: acked at once, so the gateway's pacing does not apply.
             await ws.send(orjson.dumps({"type": "ack", "cursor": frame["cursor"]}).decode())
 
@@ -159,8 +237,10 @@ async def stopped_on_exit() -> AsyncIterator[list[asyncio.Task]]:
 
 async def run_demo(items: int, exit_when_done: bool, rooms: int, interval_s: float, timeout_s: float) -> int:
     """Run the demo; a local broker that the demo started is stopped again at the end, after the services."""
+    fast_settings = with_demo_model(FastTierSettings())
+    if not build_models(fast_settings, [fast_settings.model_id, DeepTierSettings().deep_model_id]):
+        return 128 + signal.SIGINT
     stopped_by = _stop_on_signals(asyncio.current_task())
-    fast_settings = FastTierSettings()
     broker = local_kafka(fast_settings)
     started_here = not fast_settings.kafka_bootstrap and broker.pid() is None
     print("starting the local broker (or using KAFKA_BOOTSTRAP)…", file=sys.stderr, flush=True)
@@ -224,7 +304,7 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
         gateway_settings = gateway_settings.model_copy(update={"overlay_secret": SecretStr(secrets.token_hex(32))})
     deep_settings = DeepTierSettings()
     await prepare_topics(fast_settings, bootstrap)
-    print("loading the fast and deep models (building tiny checkpoints if missing)…", file=sys.stderr, flush=True)
+    print("loading the fast and deep models…", file=sys.stderr, flush=True)
     share_cores_between_tiers()
     fast_metrics, deep_metrics = WorkerMetrics("fast"), WorkerMetrics("deep")
     fast_slot = await load_slot(fast_settings, fast_settings.model_id, fast_metrics)
@@ -232,6 +312,8 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
     room_ids = [f"demo-room-{i + 1}" for i in range(rooms)]
     tally = Tally()
     tally.expected = items
+    held_out = fast_slot.spec.demo
+    traffic = Traffic(held_out, items)
     async with gateway_service(gateway_settings, bootstrap) as (gateway, _), \
             deep_tier_service(deep_settings, bootstrap, deep_slot, deep_metrics), \
             fast_tier_service(fast_settings, bootstrap, fast_slot, fast_metrics) as fast, \
@@ -258,7 +340,9 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
             for i in range(items):
                 replay = i % REPLAY_EVERY == REPLAY_EVERY - 1
                 created_at = utcnow() - REPLAY_AGE if replay else None
-                submission = sample_item(i).to_submission(room_ids[i % rooms], created_at=created_at)
+                submission, facts = traffic.item(i, room_ids[i % rooms], created_at)
+                if facts is not None:
+                    tally.facts[submission.item_id] = facts
                 if replay:
                     tally.replays.add(submission.item_id)
                 tally.sent_at[submission.item_id] = time.monotonic()
@@ -275,7 +359,10 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
                 n = items
                 while not fast_task.done():  # keep the overlay alive with a trickle of sample traffic
                     await asyncio.sleep(4.0)
-                    await client.submit(sample_item(n).to_submission(room_ids[n % rooms]))
+                    submission, facts = traffic.item(n, room_ids[n % rooms])
+                    if facts is not None:
+                        tally.facts[submission.item_id] = facts
+                    await client.submit(submission)
                     n += 1
     models = {"fast": fast_slot.model_id, "deep": deep_slot.model_id}
     fast_slot.close()
@@ -290,6 +377,7 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
         "p50_ms": percentile(latencies, 50),
         "p95_ms": percentile(latencies, 95),
         "models": models,
+        **({"colour_named": tally.colour_named} if held_out else {}),
         "kafka_bootstrap": bootstrap,
     }
     print(orjson.dumps(summary).decode(), flush=True)
