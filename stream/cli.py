@@ -89,17 +89,15 @@ def _train_demo(args: argparse.Namespace, settings: FastTierSettings) -> int:
     """Train the demo model from scratch with a progress bar, register it, score it on held-out pictures."""
     import time
 
-    from tqdm import tqdm
-    from transformers.utils import logging as transformers_logging
-
     from stream.learning.demo_model import (
         DEMO_MODEL_ID,
         DemoPlan,
+        answer_held_out,
         build_demo_model,
         demo_spec,
-        answer_held_out,
         score_replies,
     )
+    from stream.learning.train import training_bar
     from stream.models.registry import ModelRegistry, register_model
     from stream.models.runtime import TransformersRunner
     from stream.persona import Persona
@@ -111,16 +109,10 @@ def _train_demo(args: argparse.Namespace, settings: FastTierSettings) -> int:
     out = spec.local_dir(root)
     plan = DemoPlan(examples=args.examples, steps=args.steps, seed=args.seed)
     persona = Persona.load(settings.persona_path)
-    transformers_logging.disable_progress_bar()  # one bar: ours
     print(f"training {DEMO_MODEL_ID} from scratch: {plan.examples} pictures, {plan.steps} steps of {plan.batch_size}")
     started = time.perf_counter()
-    with tqdm(total=plan.steps, unit="step", dynamic_ncols=True) as bar:
-
-        def show(progress) -> None:
-            bar.set_postfix(loss=f"{progress.loss:.3f}", ex_s=f"{progress.examples_per_s:.0f}", refresh=False)
-            bar.update(progress.step - bar.n)
-
-        result = build_demo_model(spec, out, persona, plan, on_progress=show, on_stage=bar.set_description_str)
+    with training_bar(plan.steps) as (show, stage):
+        result = build_demo_model(spec, out, persona, plan, on_progress=show, on_stage=stage)
     print(
         f"saved {out} in {time.perf_counter() - started:.0f} s "
         f"(final loss {result.final_loss:.3f}, {result.examples_per_s:.1f} examples/s)"
@@ -149,10 +141,8 @@ def _finetune(args: argparse.Namespace, settings: FastTierSettings) -> int:
     """Fine-tune a registered model on a dataset with a progress bar, then register the result."""
     import time
 
-    from tqdm import tqdm
-    from transformers.utils import logging as transformers_logging
-
     from stream.learning.finetune import FinetunePlan, finetune
+    from stream.learning.train import training_bar
     from stream.models.errors import ModelLoadError
 
     plan = FinetunePlan(
@@ -163,19 +153,12 @@ def _finetune(args: argparse.Namespace, settings: FastTierSettings) -> int:
         lora=args.lora,
         lora_rank=args.lora_rank,
     )
-    transformers_logging.disable_progress_bar()  # one bar: ours
     started = time.perf_counter()
-    bar = tqdm(total=plan.steps, unit="step", dynamic_ncols=True, delay=0.5)
-
-    def show(progress) -> None:
-        bar.set_postfix(loss=f"{progress.loss:.3f}", ex_s=f"{progress.examples_per_s:.1f}", refresh=False)
-        bar.update(progress.step - bar.n)
-
     try:
-        with bar:
+        with training_bar(plan.steps) as (show, stage):
             done = finetune(
                 settings.registry_path, args.base, args.data, args.out, plan, args.id,
-                on_progress=show, on_stage=bar.set_description_str,
+                on_progress=show, on_stage=stage,
             )
     except ModelLoadError as exc:
         print(f"idolstream: {exc}", file=sys.stderr)

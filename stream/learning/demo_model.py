@@ -15,17 +15,15 @@ dominant colour named (and no other), the fan's name copied, the fan's language 
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
 
-from stream.learning.train import TrainConfig, TrainProgress, TrainResult, train
+from stream.learning.train import TrainConfig, TrainProgress, TrainResult, train, training_bar
 from stream.models.registry import ModelRegistry, ModelSpec
 from stream.models.tiny import ModelShape, build_missing, write_scratch_checkpoint
 from stream.persona import Persona, system_prompt
@@ -202,26 +200,6 @@ def build_missing_checkpoints(
             build_demo_model(spec, target, persona, plan)
         built.append(target)
     return built
-
-
-@contextlib.contextmanager
-def training_bar(steps: int, file: TextIO | None = None) -> Iterator[tuple[Callable, Callable]]:
-    """A progress bar for ``build_demo_model``: yields its ``(on_progress, on_stage)`` callbacks.
-
-    One line on ``file`` (stderr by default): the stage in words, steps done, the rate,
-    the time left, the loss and the examples per second.
-    """
-    from tqdm import tqdm
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # one bar: ours
-    with tqdm(total=steps, unit="step", dynamic_ncols=True, file=file or sys.stderr) as bar:
-
-        def on_progress(progress: TrainProgress) -> None:
-            bar.set_postfix(loss=f"{progress.loss:.3f}", ex_s=f"{progress.examples_per_s:.0f}", refresh=False)
-            bar.update(progress.step - bar.n)
-
-        yield on_progress, bar.set_description_str
 
 
 def held_out_requests(persona: Persona, spec: ModelSpec, count: int, seed: int) -> list[tuple]:

@@ -18,19 +18,20 @@ checked with ``check_checkpoint_consistency`` and then renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import shutil
-import tempfile
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from stream.images import ImageLimits, admit_image
-from stream.models.tiny import check_checkpoint_consistency, swap_into_place
+from stream.models.tiny import staged_checkpoint
 
 IGNORE_INDEX = -100
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
@@ -388,9 +389,7 @@ def save_checkpoint(
     ``extra_files`` (name -> text) are written beside the checkpoint's own files.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.training-", dir=out_dir.parent))
-    try:
+    with staged_checkpoint(out_dir, "training") as staging:
         model.save_pretrained(staging)  # config.json, generation_config.json, model.safetensors
         if hasattr(processor, "save_pretrained"):
             processor.save_pretrained(staging)  # tokenizer, chat template, every processor config
@@ -403,9 +402,24 @@ def save_checkpoint(
                     shutil.copyfile(base_dir / name, staging / name)
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text, encoding="utf-8")
-        check_checkpoint_consistency(staging)
-        swap_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
+
+
+@contextlib.contextmanager
+def training_bar(steps: int, file: TextIO | None = None) -> Iterator[tuple[Callable, Callable]]:
+    """A progress bar for a training run: yields its ``(on_progress, on_stage)`` callbacks.
+
+    One line on ``file`` (stderr by default): the stage in words, steps done, the rate,
+    the time left, the loss and the examples per second.
+    """
+    from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # one bar: ours
+    with tqdm(total=steps, unit="step", dynamic_ncols=True, file=file or sys.stderr) as bar:
+
+        def on_progress(progress: TrainProgress) -> None:
+            bar.set_postfix(loss=f"{progress.loss:.3f}", ex_s=f"{progress.examples_per_s:.1f}", refresh=False)
+            bar.update(progress.step - bar.n)
+
+        yield on_progress, bar.set_description_str

@@ -21,13 +21,14 @@ Run ``python -m stream.models.tiny [config/models.json]`` to build every missing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -372,16 +373,28 @@ def build_tiny_checkpoint(
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already holds a checkpoint (pass overwrite=True to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    try:
+    with staged_checkpoint(out_dir) as staging:
         _write_checkpoint(staging, architecture, mode, pixels, seed)
+    return out_dir
+
+
+@contextlib.contextmanager
+def staged_checkpoint(out_dir: Path, purpose: str = "building") -> Iterator[Path]:
+    """A temporary sibling of ``out_dir`` to write a checkpoint into.
+
+    When the block ends, the checkpoint is checked (``check_checkpoint_consistency``) and
+    renamed into place; when it fails, the staging directory is removed. Either way
+    ``out_dir`` is never seen half-written.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{purpose}-", dir=out_dir.parent))
+    try:
+        yield staging
         check_checkpoint_consistency(staging)
         swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out_dir
 
 
 def swap_into_place(staging: Path, out_dir: Path) -> None:
