@@ -183,3 +183,19 @@ async def scrape(url: str) -> dict[str, list]:
 
 def total(samples: dict, name: str, **labels) -> float:
     return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == want for k, want in labels.items()))
+
+
+class RecordingRunner:
+    """A real model runner, with the size of every model call kept (one call is one micro-batch)."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.spec = runner.spec
+        self.batch_sizes: list[int] = []
+
+    def generate(self, requests, options=None):
+        self.batch_sizes.append(len(requests))
+        return self.runner.generate(requests, options)
+
+    def close(self) -> None:
+        pass

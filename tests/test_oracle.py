@@ -13,28 +13,12 @@ import pytest
 
 from producers.training_data import held_out_submissions
 from stream.learning.replies import names_colour, names_comment_wall
-from tests.stack import next_reply, running_stack
+from tests.stack import RecordingRunner, next_reply, running_stack
 
 pytestmark = pytest.mark.kafka
 
 HELD_OUT = 40
 SEED = 3  # held-out pictures of this seed; the learning tests ask about seed 0's
-
-
-class RecordingRunner:
-    """The demo runner, with the size of every model call kept (one call is one micro-batch)."""
-
-    def __init__(self, runner) -> None:
-        self.runner = runner
-        self.spec = runner.spec
-        self.batch_sizes: list[int] = []
-
-    def generate(self, requests, options=None):
-        self.batch_sizes.append(len(requests))
-        return self.runner.generate(requests, options)
-
-    def close(self) -> None:
-        pass
 
 
 async def _replies_on_overlay(stack, room: str, submissions) -> dict[str, dict]:

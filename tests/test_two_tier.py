@@ -17,7 +17,7 @@ from stream.metrics import WorkerMetrics
 from stream.models.backends import load_runner
 from stream.switching import ModelSwitchGate
 from tests.conftest import PROJECT_ROOT
-from tests.stack import WAIT_S, read_topic, running_stack
+from tests.stack import WAIT_S, RecordingRunner, read_topic, running_stack
 
 pytestmark = pytest.mark.kafka
 MATHS = "Can you solve this one from my homework? 12 + 30 x 2 = ?"
@@ -61,22 +61,14 @@ class RamblingRunner:
         pass
 
 
-class PoisonRunner:
+class PoisonRunner(RecordingRunner):
     """The real fast model, failing any batch that holds an item whose text says POISON."""
 
-    def __init__(self, runner) -> None:
-        self.runner = runner
-        self.spec = runner.spec
-        self.batch_sizes: list[int] = []
-
     def generate(self, requests, options=None):
-        self.batch_sizes.append(len(requests))
         if any("POISON" in str(r.messages) for r in requests):
+            self.batch_sizes.append(len(requests))
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return self.runner.generate(requests, options)
-
-    def close(self) -> None:
-        pass
+        return super().generate(requests, options)
 
 
 async def test_one_poisoned_item_gets_a_persona_line_and_a_dead_letter_and_spares_its_batch(
