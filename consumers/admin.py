@@ -17,7 +17,9 @@ from consumers.model_slot import ModelSlot
 from stream.errors import SwitchRefused
 from stream.metrics import WorkerMetrics
 
-REFUSAL_STATUS = {"unknown_model": 404, "busy": 409, "same_model": 409, "too_soon": 429}
+REFUSAL_STATUS = {
+    "unknown_model": 404, "busy": 409, "same_model": 409, "too_soon": 429, "registry_unreadable": 503,
+}
 
 
 def _json(body: dict, status: int = 200, headers: dict | None = None) -> web.Response:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
-from stream.errors import ModelFailure
+from stream.errors import ModelFailure, SwitchRefused
 from stream.metrics import WorkerMetrics
 from stream.models.errors import ModelLoadError
 from stream.models.registry import ModelSpec
@@ -24,6 +24,9 @@ from stream.switching import ModelSwitchGate
 log = logging.getLogger("idolstream.models")
 
 Loader = Callable[[str], ModelRunner]  # registry id -> loaded runner (blocking; runs in a thread)
+# The registry ids a switch may ask for, read when the switch is asked (so a model
+# registered since the worker started, a fine-tuned one say, can be switched to).
+KnownIds = Callable[[], Collection[str]]
 T = TypeVar("T")
 
 
@@ -54,7 +57,7 @@ async def call_isolating_failures(
 
 class ModelSlot:
     def __init__(
-        self, runner: ModelRunner, loader: Loader, known_ids: list[str], gate: ModelSwitchGate, metrics: WorkerMetrics
+        self, runner: ModelRunner, loader: Loader, known_ids: KnownIds, gate: ModelSwitchGate, metrics: WorkerMetrics
     ) -> None:
         self.runner: ModelRunner | None = runner
         self.spec: ModelSpec = runner.spec  # of the model loaded, or loaded last while switching
@@ -75,11 +78,15 @@ class ModelSlot:
         def cannot_load(model_id: str) -> ModelRunner:
             raise ModelLoadError(f"this worker cannot load {model_id!r}")
 
-        return cls(runner, cannot_load, [runner.spec.id], ModelSwitchGate(0.0), metrics)
+        return cls(runner, cannot_load, lambda: [runner.spec.id], ModelSwitchGate(0.0), metrics)
 
     def request_switch(self, model_id: str) -> asyncio.Task:
         """Start switching to `model_id` (raises SwitchRefused at once when it may not)."""
-        self.gate.begin(model_id, self.model_id, self.known_ids, time.monotonic())
+        try:
+            known = self.known_ids()
+        except ModelLoadError as exc:
+            raise SwitchRefused("registry_unreadable", str(exc)) from exc
+        self.gate.begin(model_id, self.model_id, known, time.monotonic())
         return asyncio.create_task(self._switch(model_id), name=f"switch-to-{model_id}")
 
     async def _switch(self, model_id: str) -> None:

@@ -20,7 +20,9 @@ from aiokafka import TopicPartition
 from stream.kafka_io import bootstrap_for, ensure_topics, make_consumer, make_producer, partitions_of, read_recent
 from stream.metrics import GatewayMetrics, WorkerMetrics
 from stream.models.backends import load_runner
-from stream.models.registry import ModelRegistry
+from stream.models.errors import ModelLoadError
+from stream.models.registry import ModelRegistry, ModelSpec
+from stream.models.runtime import ModelRunner
 from stream.models.tiny import build_missing
 from stream.persona import Persona
 from stream.settings import CommonSettings, DeepTierSettings, FastTierSettings, GatewaySettings, WorkerSettings
@@ -32,7 +34,7 @@ from consumers.batch_consumer import BatchConsumer, BatchLimits
 from consumers.deep_tier import DeepTier
 from consumers.fast_tier import FastTier
 from consumers.gateway import Gateway
-from consumers.model_slot import Loader, ModelSlot
+from consumers.model_slot import ModelSlot
 from consumers.outputs import Outputs
 
 log = logging.getLogger("idolstream")
@@ -45,17 +47,57 @@ async def prepare_topics(settings: CommonSettings, bootstrap: str) -> list[str]:
     )
 
 
-def model_loader(settings: WorkerSettings) -> tuple[Loader, list[str]]:
+class RegistryLoader:
+    """Loads models by registry id, reading the registry file afresh for every load and switch.
+
+    A model registered while the worker runs (``idolstream models finetune`` adds one) can
+    then be switched to without a restart. A model loaded before is found by the entry it
+    was loaded from even if the file has since lost it, so a failed switch can always go
+    back. Relative sources resolve against the working directory, as everywhere.
+    """
+
+    def __init__(self, registry_path: Path) -> None:
+        self.registry_path = Path(registry_path)
+        self._loaded: dict[str, ModelSpec] = {}
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry.load(self.registry_path)
+
+    def known_ids(self) -> list[str]:
+        return self.registry().ids()
+
+    def __call__(self, model_id: str) -> ModelRunner:
+        try:
+            registry = self.registry()
+            spec = registry.get(model_id) if model_id in registry or model_id not in self._loaded else None
+        except ModelLoadError:
+            if model_id not in self._loaded:
+                raise
+            spec = None
+        if spec is None:  # going back to a model loaded before, whose entry is gone or unreadable now
+            spec = self._loaded[model_id]
+        local = spec.local_dir(PROJECT_ROOT) if spec.backend == "transformers" else None
+        if spec.demo and local is not None and not (local / "config.json").exists():
+            raise ModelLoadError(
+                f"model {model_id!r} is trained here and has not been yet: run `idolstream models train-demo` "
+                "(a few minutes on a CPU) or `make demo`"
+            )
+        runner = load_runner(spec, PROJECT_ROOT)
+        self._loaded[model_id] = spec
+        return runner
+
+
+def model_loader(settings: WorkerSettings) -> RegistryLoader:
     """Load-by-registry-id for a worker (tiny checkpoints are built first when missing)."""
-    registry = ModelRegistry.load(settings.registry_path)
-    build_missing(registry, PROJECT_ROOT)
-    return (lambda model_id: load_runner(registry.get(model_id), PROJECT_ROOT)), registry.ids()
+    loader = RegistryLoader(settings.registry_path)
+    build_missing(loader.registry(), PROJECT_ROOT)
+    return loader
 
 
 async def load_slot(settings: WorkerSettings, model_id: str, metrics: WorkerMetrics) -> ModelSlot:
-    loader, known = await asyncio.to_thread(model_loader, settings)
+    loader = await asyncio.to_thread(model_loader, settings)
     runner = await asyncio.to_thread(loader, model_id)
-    return ModelSlot(runner, loader, known, ModelSwitchGate(settings.min_switch_interval_s), metrics)
+    return ModelSlot(runner, loader, loader.known_ids, ModelSwitchGate(settings.min_switch_interval_s), metrics)
 
 
 @dataclass

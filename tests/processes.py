@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,3 +45,20 @@ def stop(process: subprocess.Popen, timeout_s: float = 60) -> int:
             process.kill()
             process.wait(10)
     return process.returncode
+
+
+def registry_copy(project: Path) -> Path:
+    """The project's model registry as `project`/config/models.json, its local sources made absolute.
+
+    A project root of its own: what a test registers there never touches config/models.json,
+    and the checkpoints built into var/ are still found.
+    """
+    raw = json.loads((PROJECT_ROOT / "config" / "models.json").read_text(encoding="utf-8"))
+    for entry in raw["models"]:
+        local = PROJECT_ROOT / entry["source"]
+        if local.exists():
+            entry["source"] = str(local)
+    path = project / "config" / "models.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    return path

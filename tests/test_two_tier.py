@@ -195,7 +195,7 @@ async def test_a_flooding_fan_is_rate_limited_while_another_fan_is_answered(kafk
 async def test_a_model_switch_under_load_loses_no_item(kafka_bootstrap, topic_prefix, registry, tiny_checkpoints):
     metrics = WorkerMetrics("fast")
     first = load_runner(registry.get("tiny-qwen3vl-moe"), PROJECT_ROOT)
-    slot = ModelSlot(first, lambda model_id: load_runner(registry.get(model_id), PROJECT_ROOT), registry.ids(),
+    slot = ModelSlot(first, lambda model_id: load_runner(registry.get(model_id), PROJECT_ROOT), registry.ids,
                      ModelSwitchGate(min_interval_s=600), metrics)
     try:
         async with running_stack(kafka_bootstrap, topic_prefix, first, fast_slot=slot, admin_port=0) as stack:

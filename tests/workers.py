@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests.conftest import PROJECT_ROOT
 from tests.processes import service_env
@@ -32,8 +33,9 @@ class Assignment:
 class WorkerProcess:
     """One `serve fast-tier` process; `lines` is its log so far, with the time each line was read."""
 
-    def __init__(self, name: str, bootstrap: str, prefix: str, **settings: str) -> None:
+    def __init__(self, name: str, bootstrap: str, prefix: str, cwd: Path = PROJECT_ROOT, **settings: str) -> None:
         self.name = name
+        self.cwd = cwd  # relative settings and registry sources resolve against it
         self.env = service_env(bootstrap, prefix, **{key: str(value) for key, value in settings.items()})
         self.process: asyncio.subprocess.Process | None = None
         self.lines: list[tuple[float, str]] = []
@@ -45,7 +47,7 @@ class WorkerProcess:
 
     async def start(self) -> WorkerProcess:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "stream.cli", "-v", "serve", "fast-tier", cwd=PROJECT_ROOT, env=self.env,
+            sys.executable, "-m", "stream.cli", "-v", "serve", "fast-tier", cwd=self.cwd, env=self.env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         self._reader = asyncio.create_task(self._read(), name=f"log-{self.name}")

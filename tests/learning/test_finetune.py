@@ -23,6 +23,7 @@ from stream.cli import main
 from stream.learning.dataset import dataset_digest, write_dataset
 from stream.models.registry import ModelRegistry
 from stream.models.runtime import GenerationRequest, TransformersRunner
+from tests.processes import registry_copy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BASE_ID = "tiny-qwen3vl-dense"
@@ -34,19 +35,6 @@ COLOURS = [(230, 30, 30), (30, 60, 230), (30, 200, 60), (240, 220, 20)]
 RECORDS = 24
 STEPS = "30"
 LR = "3e-3"
-
-
-def _registry_copy(directory: Path) -> Path:
-    """The project's registry with its local sources made absolute, in a project root of its own."""
-    raw = json.loads((PROJECT_ROOT / "config" / "models.json").read_text(encoding="utf-8"))
-    for entry in raw["models"]:
-        local = PROJECT_ROOT / entry["source"]
-        if local.exists():
-            entry["source"] = str(local)
-    path = directory / "config" / "models.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-    return path
 
 
 def _liked_dataset(directory: Path, records: list[dict] | None = None) -> Path:
@@ -86,7 +74,7 @@ def _ask(spec, root: Path) -> str:
 def finetuned(tiny_checkpoints, tmp_path_factory):
     """One full fine-tuning through the command line, shared by the tests that inspect its result."""
     root = tmp_path_factory.mktemp("project")
-    registry_path = _registry_copy(root)
+    registry_path = registry_copy(root)
     data = _liked_dataset(root / "data")
     out = root / "var" / "models" / "liked"
     project_registry = (PROJECT_ROOT / "config" / "models.json").read_bytes()
@@ -170,7 +158,7 @@ BAD_DATASETS = {
 def test_a_bad_dataset_stops_with_file_and_line_and_writes_nothing(
     fault, tiny_checkpoints, tmp_path, monkeypatch, capsys
 ):
-    registry_path = _registry_copy(tmp_path)
+    registry_path = registry_copy(tmp_path)
     registry_bytes = registry_path.read_bytes()
     good = _liked_dataset(tmp_path / "data")
     records = [json.loads(line) for line in good.read_text(encoding="utf-8").splitlines()]
@@ -191,7 +179,7 @@ def test_a_bad_dataset_stops_with_file_and_line_and_writes_nothing(
 
 
 def test_an_unknown_base_is_refused_with_the_known_ids(tmp_path, monkeypatch, capsys):
-    registry_path = _registry_copy(tmp_path)
+    registry_path = registry_copy(tmp_path)
     data = _liked_dataset(tmp_path / "data")
     monkeypatch.setenv("IDOLSTREAM_REGISTRY_PATH", str(registry_path))
 
@@ -204,7 +192,7 @@ def test_an_unknown_base_is_refused_with_the_known_ids(tmp_path, monkeypatch, ca
 
 
 def test_the_out_directory_of_another_model_is_refused(tiny_checkpoints, tmp_path, monkeypatch, capsys):
-    registry_path = _registry_copy(tmp_path)
+    registry_path = registry_copy(tmp_path)
     registry_bytes = registry_path.read_bytes()
     data = _liked_dataset(tmp_path / "data")
     base_dir = ModelRegistry.load(registry_path).get(BASE_ID).local_dir(tmp_path)
@@ -222,7 +210,7 @@ def test_the_out_directory_of_another_model_is_refused(tiny_checkpoints, tmp_pat
 def test_lora_merged_on_save_says_the_phrase_from_a_plain_checkpoint(tiny_checkpoints, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    registry_path = _registry_copy(tmp_path)
+    registry_path = registry_copy(tmp_path)
     data = _liked_dataset(tmp_path / "data")
     out = tmp_path / "var" / "models" / "liked-lora"
     monkeypatch.setenv("IDOLSTREAM_REGISTRY_PATH", str(registry_path))
@@ -245,7 +233,7 @@ def test_lora_merged_on_save_says_the_phrase_from_a_plain_checkpoint(tiny_checkp
 
 
 def test_lora_without_peft_fails_clearly_and_writes_nothing(tiny_checkpoints, tmp_path, monkeypatch, capsys):
-    registry_path = _registry_copy(tmp_path)
+    registry_path = registry_copy(tmp_path)
     registry_bytes = registry_path.read_bytes()
     data = _liked_dataset(tmp_path / "data")
     monkeypatch.setenv("IDOLSTREAM_REGISTRY_PATH", str(registry_path))
