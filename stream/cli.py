@@ -152,6 +152,7 @@ def _finetune(args: argparse.Namespace, settings: FastTierSettings) -> int:
         seed=args.seed,
         lora=args.lora,
         lora_rank=args.lora_rank,
+        device=args.device,
     )
     started = time.perf_counter()
     try:
@@ -160,7 +161,7 @@ def _finetune(args: argparse.Namespace, settings: FastTierSettings) -> int:
                 settings.registry_path, args.base, args.data, args.out, plan, args.id,
                 on_progress=show, on_stage=stage,
             )
-    except ModelLoadError as exc:
+    except (ModelLoadError, ValueError) as exc:  # ValueError: a device torch cannot use
         print(f"idolstream: {exc}", file=sys.stderr)
         return 2
     result, spec = done.result, done.spec
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) and merge them on save")
     tune.add_argument(
         "--lora-rank", type=int, default=defaults.lora_rank, help=f"LoRA adapter rank (default {defaults.lora_rank})"
+    )
+    tune.add_argument(
+        "--device", help="torch device to train on, e.g. cuda:1 or cpu (default: the first GPU if any, else the CPU)"
     )
     models.set_defaults(func=_models)
 

@@ -68,6 +68,8 @@ class FinetunePlan:
     lora_rank: int = 8
     # LoRA's scale is alpha / rank; twice the rank is the common choice.
     lora_alpha: int | None = None
+    # None: the first GPU when there is one, else the CPU.
+    device: str | None = None
 
     @property
     def peak_lr(self) -> float:
@@ -86,6 +88,11 @@ class FinetunePlan:
             seed=self.seed,
             max_pixels=spec.max_pixels,
             min_pixels=spec.min_pixels,
+            device=self.device,
+            # LoRA trains adapters only: the frozen base can stay in the registry's dtype
+            # (a 4B model in bfloat16 is 8 GB) while peft keeps the adapters in float32.
+            # Full fine-tuning keeps float32 weights for the optimizer.
+            dtype=spec.dtype if self.lora else "float32",
         )
 
 

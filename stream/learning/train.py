@@ -75,6 +75,30 @@ class TrainConfig:
     # The image budget: training must see pictures as the tier will (see ModelSpec).
     max_pixels: int = 256 * 256
     min_pixels: int = 64 * 64
+    # Where the model trains: None is the first CUDA device when there is one, else the CPU.
+    device: str | None = None
+    # The weights' dtype while training. float32 for full training (the optimizer needs
+    # it); a frozen base under LoRA can be bfloat16, the adapters stay float32 (peft).
+    dtype: str = "float32"
+
+
+def training_device(requested: str | None) -> str:
+    """The torch device to train on: `requested`, or CUDA when available, else the CPU."""
+    import torch
+
+    if requested:
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} asked for, but torch sees no CUDA device here")
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def to_device(inputs: Mapping[str, Any], device: str, dtype: Any) -> dict[str, Any]:
+    """A batch on `device`; its floating-point tensors (the pixels) in the model's `dtype`."""
+    return {
+        key: value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+        for key, value in inputs.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -326,7 +350,9 @@ def train(
     ]
     encode_s = time.perf_counter() - started
 
-    model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
+    device = training_device(config.device)
+    dtype = getattr(torch, config.dtype)
+    model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype).to(device)
     if adapter is not None:
         model = adapter.prepare(model)
     model.train()
@@ -340,7 +366,7 @@ def train(
     train_started = time.perf_counter()
     for step in range(config.steps):
         indexes = next(batches)
-        inputs = collate([encoded[i] for i in indexes], pad_id)
+        inputs = to_device(collate([encoded[i] for i in indexes], pad_id), device, dtype)
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step)
         loss = assistant_loss(model, inputs)
@@ -371,7 +397,7 @@ def train(
     )
     summary = {
         **dict(record or {}),
-        "config": asdict(config),
+        "config": {**asdict(config), "device": device},
         "examples": len(examples),
         "examples_seen": seen,
         "final_loss": round(result.final_loss, 6),

@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from stream.cli import main
 from stream.learning.dataset import dataset_digest, write_dataset
@@ -208,8 +210,6 @@ def test_the_out_directory_of_another_model_is_refused(tiny_checkpoints, tmp_pat
 
 
 def test_lora_merged_on_save_says_the_phrase_from_a_plain_checkpoint(tiny_checkpoints, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
     registry_path = registry_copy(tmp_path)
     data = _liked_dataset(tmp_path / "data")
     out = tmp_path / "var" / "models" / "liked-lora"
@@ -243,5 +243,47 @@ def test_lora_without_peft_fails_clearly_and_writes_nothing(tiny_checkpoints, tm
 
     assert code == 2
     assert "--lora needs the peft package" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert registry_path.read_bytes() == registry_bytes
+
+
+def test_lora_on_a_bfloat16_base_keeps_the_base_in_bfloat16_and_still_learns(tiny_checkpoints, tmp_path, monkeypatch):
+    # A real 4B base is bfloat16 in the registry: under LoRA it trains in that dtype (half
+    # the memory) with float32 adapters, and the merged checkpoint is saved in it.
+    registry_path = registry_copy(tmp_path)
+    raw = json.loads(registry_path.read_text(encoding="utf-8"))
+    for entry in raw["models"]:
+        if entry["id"] == BASE_ID:
+            entry["dtype"] = "bfloat16"
+    registry_path.write_text(json.dumps(raw), encoding="utf-8")
+    data = _liked_dataset(tmp_path / "data")
+    out = tmp_path / "var" / "models" / "liked-bf16"
+    monkeypatch.setenv("IDOLSTREAM_REGISTRY_PATH", str(registry_path))
+
+    code = main(["models", "finetune", "--base", BASE_ID, "--data", str(data), "--out", str(out), "--lora",
+                 "--steps", "40", "--lr", "1e-2", "--batch", "8", "--id", "tiny-liked-bf16", "--device", "cpu"])
+
+    assert code == 0
+    training = json.loads((out / "training.json").read_text(encoding="utf-8"))
+    assert (training["config"]["dtype"], training["config"]["device"]) == ("bfloat16", "cpu")
+    assert {tensor.dtype for tensor in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
+    registry = ModelRegistry.load(registry_path)
+    assert _ask(registry.get("tiny-liked-bf16"), registry.project_root) == TARGET
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_asked_for_on_a_machine_without_one_is_refused_before_anything_is_written(
+    tiny_checkpoints, tmp_path, monkeypatch, capsys
+):
+    registry_path = registry_copy(tmp_path)
+    registry_bytes = registry_path.read_bytes()
+    data = _liked_dataset(tmp_path / "data")
+    monkeypatch.setenv("IDOLSTREAM_REGISTRY_PATH", str(registry_path))
+
+    code = main(["models", "finetune", "--base", BASE_ID, "--data", str(data), "--out", str(tmp_path / "out"),
+                 "--device", "cuda"])
+
+    assert code == 2
+    assert "no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert registry_path.read_bytes() == registry_bytes
