@@ -293,7 +293,8 @@ def _learning_rate(config: TrainConfig, step: int) -> float:
     return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _optimizer(model: Any, config: TrainConfig) -> Any:
+def adamw_optimizer(model: Any, config: TrainConfig) -> Any:
+    """AdamW over the parameters that train (LoRA: the adapters only), no decay on norms and biases."""
     import torch
 
     decay, no_decay = [], []
@@ -356,7 +357,7 @@ def train(
     if adapter is not None:
         model = adapter.prepare(model)
     model.train()
-    optimizer = _optimizer(model, config)
+    optimizer = adamw_optimizer(model, config)
     tokenizer = processor.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
