@@ -31,6 +31,17 @@ An entry for a vLLM fleet behind one Service::
 
     {"id": "qwen3vl-8b-fleet", "source": "Qwen/Qwen3-VL-8B-Instruct", "backend": "openai",
      "endpoint": "http://vllm-fast:8000", ...}
+
+``tier`` says who uses the model: ``"fast"`` and ``"deep"`` entries write a tier's replies;
+``"guard"`` entries judge what fans send and what she says (``stream.moderation.guard``) and
+are never a tier's reply model. A guard is a text guard in the Qwen3Guard-Gen format when
+``text_only`` is set (a text-only causal LM, loaded with ``AutoModelForCausalLM``; it takes
+no image budget), otherwise an image guard: a Qwen3-VL prompted as a judge. Guards, like
+every entry, run in process or behind an OpenAI-compatible ``endpoint``::
+
+    {"id": "Qwen/Qwen3Guard-Gen-4B", "source": "Qwen/Qwen3Guard-Gen-4B", "tier": "guard",
+     "text_only": true, "architecture": "dense", "mode": "instruct", "dtype": "bfloat16",
+     "max_new_tokens": 64, "temperature": 0.0}
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ from stream.models.errors import ModelLoadError, UnknownModelError
 
 Architecture = Literal["dense", "moe"]
 Mode = Literal["instruct", "thinking"]
-Tier = Literal["fast", "deep"]
+Tier = Literal["fast", "deep", "guard"]
 DType = Literal["float32", "bfloat16", "float16"]
 Backend = Literal["transformers", "openai"]
 
@@ -81,8 +92,9 @@ class ModelSpec(BaseModel):
     dtype: DType
     # Image budget in pixels; the processor resizes into [min_pixels, max_pixels] and
     # callers downscale to max_pixels first so big uploads never reach the processor.
-    max_pixels: int = Field(gt=0)
-    min_pixels: int = Field(gt=0)
+    # Required for every model that sees images; absent for text-only ones.
+    max_pixels: int | None = Field(default=None, gt=0)
+    min_pixels: int | None = Field(default=None, gt=0)
     max_new_tokens: int = Field(ge=1)
     # 0 means greedy decoding.
     temperature: float = Field(ge=0.0, le=2.0)
@@ -97,6 +109,8 @@ class ModelSpec(BaseModel):
     endpoint: str | None = None
     # The ``model`` name sent to that server; ``source`` when unset.
     served_model: str | None = Field(default=None, min_length=1)
+    # A text-only causal LM (a Qwen3Guard-Gen text guard): no images, no image budget.
+    text_only: bool = False
 
     @model_validator(mode="after")
     def _one_builder(self) -> ModelSpec:
@@ -106,8 +120,23 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _pixel_range(self) -> ModelSpec:
+        given = [name for name in ("max_pixels", "min_pixels") if getattr(self, name) is not None]
+        if self.text_only:
+            if given:
+                raise ValueError(f"{' and '.join(given)} make no sense for a text_only model (it takes no images)")
+            return self
+        missing = [name for name in ("max_pixels", "min_pixels") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} missing: a model that sees images needs its image budget")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) > max_pixels ({self.max_pixels})")
+        return self
+
+    @model_validator(mode="after")
+    def _text_only_guard(self) -> ModelSpec:
+        # The fast and deep tiers send pictures: a model that cannot see one is no tier's model.
+        if self.text_only and self.tier != "guard":
+            raise ValueError(f"a text_only model can only be a guard (tier is {self.tier!r})")
         return self
 
     @model_validator(mode="after")

@@ -36,7 +36,7 @@ from typing import Any, Literal
 from stream.models.errors import ModelLoadError
 from stream.models.registry import ModelRegistry, ModelSpec
 
-TinyKind = Literal["moe-instruct", "moe-thinking", "dense-instruct", "dense-thinking"]
+TinyKind = Literal["moe-instruct", "moe-thinking", "dense-instruct", "dense-thinking", "text-guard"]
 
 # Qwen's control tokens, in Qwen's relative order (real ids start at 151643).
 SPECIAL_TOKENS = (
@@ -59,7 +59,8 @@ _PRETOKENIZE_REGEX = (
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
-_CORPUS = """\
+# The built-in corpus the tiny tokenizers are trained on (en/zh/ja fan chat).
+TINY_CORPUS = """\
 Hello everyone, welcome back to the stream! Thank you so much for the drawing, I love it.
 What a cute picture of the light stick. Is that the new album? The cover looks amazing.
 You drew me with a microphone and a star on my hair, that is so sweet of you.
@@ -333,7 +334,7 @@ def write_scratch_checkpoint(
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
-    lines = _CORPUS.splitlines() if corpus is None else corpus
+    lines = TINY_CORPUS.splitlines() if corpus is None else corpus
     tokenizer = build_tokenizer(lines, shape.tokenizer_vocab, thinking=mode == "thinking")
     tokenizer.save_pretrained(directory)  # tokenizer.json, tokenizer_config.json, chat_template.jinja
     write_processor_configs(directory, pixels, shape)
@@ -365,16 +366,25 @@ def build_tiny_checkpoint(
     """Build a tiny checkpoint into ``out_dir`` and return it.
 
     ``spec_or_kind`` is a registry entry (architecture, mode and pixel budget are taken
-    from it) or a kind such as ``"moe-instruct"``. The files are written to a temporary
-    sibling directory that is renamed into place, so ``out_dir`` is never seen half-built.
-    An existing complete checkpoint is kept unless ``overwrite`` is set.
+    from it; a ``text_only`` entry is a text guard) or a kind such as ``"moe-instruct"`` or
+    ``"text-guard"``. The files are written to a temporary sibling directory that is renamed
+    into place, so ``out_dir`` is never seen half-built. An existing complete checkpoint is
+    kept unless ``overwrite`` is set.
     """
-    architecture, mode, pixels = _resolve_kind(spec_or_kind)
+    text_guard = spec_or_kind == "text-guard" or (isinstance(spec_or_kind, ModelSpec) and spec_or_kind.text_only)
+    if not text_guard:
+        architecture, mode, pixels = _resolve_kind(spec_or_kind)
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already holds a checkpoint (pass overwrite=True to replace it)")
     with staged_checkpoint(out_dir) as staging:
-        _write_checkpoint(staging, architecture, mode, pixels, seed)
+        if text_guard:
+            # Imported here: that module builds on this one's tokenizer.
+            from stream.models.tiny_guard import write_text_guard_checkpoint
+
+            write_text_guard_checkpoint(staging, seed)
+        else:
+            _write_checkpoint(staging, architecture, mode, pixels, seed)
     return out_dir
 
 
@@ -453,13 +463,34 @@ def checkpoint_problems(
 ) -> list[str]:
     """Every mismatch between a loaded config, tokenizer and processor settings (empty when fine).
 
-    Works on objects, so the runtime checks real checkpoints it has just loaded too.
+    Works on objects, so the runtime checks real checkpoints it has just loaded too. A
+    config without a vision part (a text-only Qwen3, such as a Qwen3Guard-Gen text guard)
+    gets the text checks only.
     """
     problems: list[str] = []
-    text = config.text_config
-    vision = config.vision_config
+    text = config.get_text_config()
+    vision = getattr(config, "vision_config", None)
 
     vocab = tokenizer.get_vocab()
+    if len(tokenizer) > text.vocab_size:
+        problems.append(f"tokenizer has {len(tokenizer)} tokens but the text vocab_size is {text.vocab_size}")
+    if text.num_attention_heads % text.num_key_value_heads:
+        problems.append(
+            f"num_attention_heads={text.num_attention_heads} not divisible by "
+            f"num_key_value_heads={text.num_key_value_heads}"
+        )
+    im_end = vocab.get("<|im_end|>")
+    if generation_config is not None and im_end is not None:
+        eos = _as_list(getattr(generation_config, "eos_token_id", None))
+        if im_end not in eos:
+            problems.append(f"generation eos_token_id={eos} lacks <|im_end|> ({im_end}): replies would never stop")
+    for field in ("eos_token_id", "pad_token_id", "bos_token_id"):
+        for value in _as_list(getattr(text, field, None)):
+            if not 0 <= value < len(tokenizer):
+                problems.append(f"text config {field}={value} is not a token of the tokenizer")
+    if vision is None:
+        return problems
+
     for field, token in _VISION_TOKENS.items():
         expected = vocab.get(token)
         actual = getattr(config, field, None)
@@ -467,8 +498,6 @@ def checkpoint_problems(
             problems.append(f"tokenizer has no {token} token (config {field}={actual})")
         elif actual != expected:
             problems.append(f"config {field}={actual} but the tokenizer's {token} is {expected}")
-    if len(tokenizer) > text.vocab_size:
-        problems.append(f"tokenizer has {len(tokenizer)} tokens but text_config.vocab_size is {text.vocab_size}")
 
     if vision.out_hidden_size != text.hidden_size:
         problems.append(
@@ -484,11 +513,6 @@ def checkpoint_problems(
     elif 3 * max(section[1], section[2]) > head_dim // 2:
         # H and W frequencies are interleaved every third slot; wider sections are cut off silently.
         problems.append(f"rope mrope_section={section}: H/W sections too wide for head_dim/2={head_dim // 2}")
-    if text.num_attention_heads % text.num_key_value_heads:
-        problems.append(
-            f"num_attention_heads={text.num_attention_heads} not divisible by "
-            f"num_key_value_heads={text.num_key_value_heads}"
-        )
 
     deepstack = list(vision.deepstack_visual_indexes)
     bad = [i for i in deepstack if not 0 <= i < vision.depth]
@@ -512,16 +536,6 @@ def checkpoint_problems(
             value = image_processor_config.get(key)
             if value is not None and value != model_value:
                 problems.append(f"image processor {key}={value} but the vision model uses {model_value}")
-
-    im_end = vocab.get("<|im_end|>")
-    if generation_config is not None and im_end is not None:
-        eos = _as_list(getattr(generation_config, "eos_token_id", None))
-        if im_end not in eos:
-            problems.append(f"generation eos_token_id={eos} lacks <|im_end|> ({im_end}): replies would never stop")
-    for field in ("eos_token_id", "pad_token_id", "bos_token_id"):
-        for value in _as_list(getattr(text, field, None)):
-            if not 0 <= value < len(tokenizer):
-                problems.append(f"text_config.{field}={value} is not a token of the tokenizer")
     return problems
 
 

@@ -23,6 +23,8 @@ REAL_IDS = {
     "Qwen/Qwen3-VL-30B-A3B-Instruct",
     "Qwen/Qwen3-VL-30B-A3B-Thinking",
 }
+REAL_GUARD_IDS = {"Qwen/Qwen3Guard-Gen-0.6B", "Qwen/Qwen3Guard-Gen-4B", "qwen3vl-4b-imageguard"}
+TINY_GUARD_IDS = {"tiny-qwen3guard", "tiny-qwen3vl-imageguard"}
 
 TINY_ENTRY = {
     "id": "tiny",
@@ -50,7 +52,7 @@ def test_project_registry_lists_tiny_demo_and_real_models():
     registry = ModelRegistry.load(PROJECT_REGISTRY)
 
     tiny_ids = {"tiny-qwen3vl-moe", "tiny-qwen3vl-dense", "tiny-qwen3vl-thinking"}
-    assert tiny_ids | {"demo-qwen3vl"} | REAL_IDS == set(registry.ids())
+    assert tiny_ids | TINY_GUARD_IDS | {"demo-qwen3vl"} | REAL_IDS | REAL_GUARD_IDS == set(registry.ids())
     demo = registry.get("demo-qwen3vl")
     assert (demo.tier, demo.architecture, demo.mode, demo.demo, demo.tiny) == ("fast", "dense", "instruct", True, False)
     assert registry.resolve_source("demo-qwen3vl") == str(PROJECT_ROOT / "var/models/demo-qwen3vl")
@@ -211,3 +213,62 @@ def test_register_model_adds_or_replaces_an_entry_and_keeps_the_others(tmp_path)
     assert registry.ids() == ["tiny", "other", "tuned"]
     assert registry.get("tuned") == moved
     assert [p.name for p in path.parent.iterdir()] == ["models.json"]
+
+
+GUARD_ENTRY = {
+    "id": "guard",
+    "source": "var/models/guard",
+    "architecture": "dense",
+    "mode": "instruct",
+    "tier": "guard",
+    "text_only": True,
+    "dtype": "float32",
+    "max_new_tokens": 24,
+    "temperature": 0.0,
+    "tiny": True,
+}
+
+
+def test_project_registry_lists_a_text_and_an_image_guard_of_each_kind():
+    registry = ModelRegistry.load(PROJECT_REGISTRY)
+
+    guards = {spec.id: spec for spec in registry if spec.tier == "guard"}
+    assert set(guards) == TINY_GUARD_IDS | REAL_GUARD_IDS
+    text_guards = {spec.id for spec in guards.values() if spec.text_only}
+    assert text_guards == {"tiny-qwen3guard", "Qwen/Qwen3Guard-Gen-0.6B", "Qwen/Qwen3Guard-Gen-4B"}
+    for spec in guards.values():
+        # A verdict is a few lines, read the same way every time.
+        assert spec.mode == "instruct" and spec.temperature == 0.0 and spec.max_new_tokens <= 64
+        assert (spec.max_pixels is None) == spec.text_only
+    # The real guards come from the hub (never downloaded here); the tiny ones are built offline.
+    assert registry.resolve_source("Qwen/Qwen3Guard-Gen-4B") == "Qwen/Qwen3Guard-Gen-4B"
+    assert registry.resolve_source("qwen3vl-4b-imageguard") == "Qwen/Qwen3-VL-4B-Instruct"
+    assert registry.resolve_source("tiny-qwen3guard") == str(PROJECT_ROOT / "var/models/tiny-qwen3guard")
+
+
+def test_a_text_guard_takes_no_image_budget_and_a_model_that_sees_needs_one(tmp_path):
+    guard = ModelRegistry.load(write_registry(tmp_path, [GUARD_ENTRY])).get("guard")
+    assert (guard.text_only, guard.max_pixels, guard.min_pixels) == (True, None, None)
+
+    with pytest.raises(ModelLoadError, match="max_pixels.*no images"):
+        ModelRegistry.load(write_registry(tmp_path, [GUARD_ENTRY | {"max_pixels": 65536}]))
+    without_budget = {k: v for k, v in TINY_ENTRY.items() if k not in ("max_pixels", "min_pixels")}
+    with pytest.raises(ModelLoadError, match="max_pixels and min_pixels missing"):
+        ModelRegistry.load(write_registry(tmp_path, [without_budget]))
+
+
+def test_a_text_only_model_cannot_be_a_tiers_reply_model(tmp_path):
+    # The fast and deep tiers send pictures.
+    with pytest.raises(ModelLoadError, match="only be a guard"):
+        ModelRegistry.load(write_registry(tmp_path, [GUARD_ENTRY | {"tier": "fast"}]))
+
+
+def test_register_model_writes_a_text_guard_without_an_image_budget(tmp_path):
+    path = write_registry(tmp_path, [TINY_ENTRY])
+    guard = ModelSpec.model_validate(GUARD_ENTRY)
+
+    assert register_model(path, guard) is True
+
+    written = json.loads(path.read_text())["models"][-1]
+    assert "max_pixels" not in written and "min_pixels" not in written
+    assert ModelRegistry.load(path).get("guard") == guard
