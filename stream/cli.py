@@ -10,6 +10,7 @@
     idolstream switch-model MODEL_ID --admin URL     ask a running tier to switch model
     idolstream token --room R [--ttl S]  a signed room token for the overlay page
     idolstream schemas                   export the contracts' JSON Schemas
+    idolstream moderation check [--words FILE] TEXT   the word filter's verdict on TEXT, as JSON
     idolstream demo [--items N --exit]   everything, with sample traffic
 
 Heavy imports (torch, transformers) happen inside the commands that need them.
@@ -229,6 +230,21 @@ def _schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+# `moderation check` exits with the verdict, so a script can test a list line by line.
+MODERATION_EXIT = {"allow": 0, "review": 3, "block": 4}
+
+
+def _moderation(args: argparse.Namespace) -> int:
+    """Print the word filter's verdict on TEXT as one JSON object; the exit status says the action."""
+    import orjson
+
+    from stream.moderation.text_filter import TextFilter
+
+    verdict = TextFilter.from_file(args.words).check(args.text)
+    sys.stdout.write(orjson.dumps(verdict.to_dict()).decode() + "\n")
+    return MODERATION_EXIT[verdict.action]
+
+
 def _demo(args: argparse.Namespace) -> int:
     from consumers.demo import run_demo
 
@@ -330,6 +346,25 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=_token)
 
     sub.add_parser("schemas", help="export JSON Schemas into stream/schemas").set_defaults(func=_schemas)
+
+    moderation = sub.add_parser("moderation", help="test a word list against a line of text")
+    moderation_sub = moderation.add_subparsers(dest="action", required=True)
+    check = moderation_sub.add_parser(
+        "check",
+        help="print the word filter's verdict on TEXT as JSON",
+        description="Print the word filter's verdict on TEXT as one JSON object: action, categories, and each "
+        "match's term, category, span and text as written. Exit status: 0 allow, 3 review, 4 block, "
+        "2 when the word list is unreadable or invalid.",
+    )
+    check.add_argument(
+        "--words",
+        type=Path,
+        default=Path("config/moderation/words.json"),
+        metavar="FILE",
+        help="the word list (default: config/moderation/words.json)",
+    )
+    check.add_argument("text", metavar="TEXT", help="the line to check, as a fan or the idol would write it")
+    moderation.set_defaults(func=_moderation)
 
     demo = sub.add_parser("demo", help="broker, services, sample traffic, replies on the overlay")
     demo.add_argument("--items", type=int, default=12, help="sample items to send first")
