@@ -10,12 +10,13 @@ Per micro-batch of escalations from `items.deep`:
   time left before the deadline;
 - the answer becomes a `deep` reply; its reasoning never reaches the overlay (it goes to
   the reasoning topic when `keep_reasoning` is on, else it is dropped). An answer that
-  is empty or finished too late is replaced by the draft.
+  is empty, finished too late or fails the persona checks is replaced by the draft.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -27,11 +28,13 @@ from stream.errors import ModelFailure, RejectedItem
 from stream.images import admit_image, decode_base64_image
 from stream.metrics import WorkerMetrics
 from stream.models.runtime import GenerationOptions, GenerationRequest, ModelRunner
-from stream.persona import Persona, build_messages, read_reply
+from stream.persona import Persona, build_messages, check_reply, fan_language, fit_bubble, read_reply
 from stream.replies import build_reply, draft_reply, item_age_s
 from stream.reasons import DegradeReason, ShedReason
 from stream.settings import DeepTierSettings
 from stream.thinking import THINK_CLOSE, continue_after_thought, split_thinking
+
+log = logging.getLogger("idolstream.deep_tier")
 
 # Of the time left before the deadline, the share the thought may use; the answer gets the rest.
 THOUGHT_SHARE = 0.7
@@ -107,7 +110,7 @@ class DeepTier:
         item = escalation.item
         limits = self.settings.image_limits(runner.spec.max_pixels)
         admitted = admit_image(decode_base64_image(item.image.data), limits)
-        request = GenerationRequest(messages=build_messages(self.persona, item), images=[admitted.image])
+        request = GenerationRequest(messages=build_messages(self.persona, item, "deep"), images=[admitted.image])
         return Job(received, escalation, request)
 
     def _think_and_answer(self, runner: ModelRunner, jobs: list[Job]) -> list[Answer]:
@@ -156,15 +159,29 @@ class DeepTier:
         self.metrics.thought_tokens.inc(answer.thought_tokens)
         if utcnow() >= escalation.deadline_at:
             return await self._draft(escalation, DegradeReason.DEEP_DEADLINE)
-        read = read_reply(answer.text, self.persona, item.item_id)
+        language = fan_language(item.text, item.lang, self.persona.languages)
+        read = read_reply(answer.text, self.persona, item.item_id, language)
         if read.used_fallback:
             return await self._draft(escalation, DegradeReason.EMPTY_ANSWER)
+        text = read.text
+        if self.settings.check_replies:
+            # No second try here: the thought took most of the deadline. The draft was
+            # checked by the fast tier (or is a persona line), so it goes out instead.
+            misses = check_reply(text, self.persona, language)
+            for miss in misses:
+                self.metrics.reply_check_misses.labels("deep", miss).inc()
+            if misses:
+                log.info("deep reply to %s missed the persona checks (%s); sending the draft", item.item_id,
+                         ", ".join(misses))
+                return await self._draft(escalation, DegradeReason.PERSONA_CHECK)
+        else:
+            text = fit_bubble(text, self.persona)
         reply = build_reply(
             item,
             tier="deep",
             route_reason=escalation.reason,
             model_id=runner.spec.id,
-            text=read.text,
+            text=text,
             cue=read.cue,
             timings=Timings(
                 item_created_at=item.created_at,
@@ -175,6 +192,7 @@ class DeepTier:
                 replied_at=utcnow(),
             ),
             thumbnail=escalation.draft.thumbnail,
+            persona_version=self.persona.version,
         )
         deliveries = [await self.outputs.reply(reply)]
         if self.settings.keep_reasoning:

@@ -6,7 +6,10 @@ Per micro-batch (the consuming loops live in `BatchConsumer`):
 3. run the fast model (a failing batch is retried item by item; an item that still
    fails gets a persona line and a dead letter; while the model is being switched every
    item gets a persona line);
-4. route each answer: out at once, or to `items.deep` with its draft and reason (plus a
+4. check each answer against the persona (bubble, language, topics, markup); a miss is
+   asked of the model once more, with a hint, when the item is still on time, and a
+   second miss (or no time) sends a persona line instead;
+5. route each answer: out at once, or to `items.deep` with its draft and reason (plus a
    holding line on the overlay when the policy says so), unless the deep tier's circuit
    is open or too many escalations are waiting, in which case the fast answer goes out.
 
@@ -51,7 +54,9 @@ from stream.kafka_io import UndecodableRange, read_skipping_undecodable
 from stream.images import admit_image, decode_base64_image, thumbnail_data_url
 from stream.metrics import WorkerMetrics
 from stream.models.runtime import GenerationRequest, ModelRunner
-from stream.persona import Persona, build_messages, read_reply
+from stream.persona import (
+    Persona, ReadReply, ReplyMiss, build_messages, check_reply, fan_language, fit_bubble, read_reply, retry_hint,
+)
 from stream.replies import build_reply, draft_reply, item_age_s
 from stream.reasons import DegradeReason
 from stream.routing import ItemFeatures, RoutingPolicy, decide_route, item_features, item_priority
@@ -76,6 +81,16 @@ class Prepared:
     features: ItemFeatures
     admission_ms: float
     thumbnail: str | None  # shown beside the reply on the overlay
+    language: str | None  # the fan's, when they wrote something
+
+
+@dataclass
+class Answer:
+    """A model result read for the overlay, and what the persona checks found wrong with it."""
+
+    result: object  # GenerationResult, or ModelFailure
+    read: ReadReply | None  # None for a failure
+    misses: list[ReplyMiss]
 
 
 def routing_policy(settings: FastTierSettings) -> RoutingPolicy:
@@ -151,12 +166,52 @@ class FastTier:
                 for item in to_answer:
                     outcomes.append((item.received.record, await self._persona_line(item, DegradeReason.MODEL_SWITCHING)))
             else:
-                results, inference_s = await call_isolating_failures(
-                    lambda items: runner.generate([p.request for p in items]), to_answer, self.metrics
-                )
-                for item, result in zip(to_answer, results):
-                    outcomes.append((item.received.record, await self._route(item, result, runner, started, inference_s)))
+                answers, inference_s = await self._answers(to_answer, runner)
+                for item, answer in zip(to_answer, answers):
+                    outcomes.append((item.received.record, await self._route(item, answer, runner, started, inference_s)))
         return outcomes
+
+    async def _answers(self, items: list[Prepared], runner: ModelRunner) -> tuple[list[Answer], float]:
+        """The model's answers, each read and checked; misses regenerated once while the item is on time."""
+        results, inference_s = await call_isolating_failures(
+            lambda batch: runner.generate([p.request for p in batch]), items, self.metrics
+        )
+        answers = [self._read(item, result) for item, result in zip(items, results)]
+        missed = [i for i, answer in enumerate(answers) if answer.misses]
+        now = time.monotonic()
+        budget_s = self.settings.regenerate_within_ms / 1000
+        # The retry takes about as long as the first call did: only items still on time after it.
+        again = [i for i in missed if now - items[i].received.at + inference_s <= budget_s]
+        if again:
+            self.metrics.regenerations.labels("fast").inc(len(again))
+            retries = [self._retry_request(items[i], answers[i].misses) for i in again]
+            results, retry_s = await call_isolating_failures(
+                lambda batch: runner.generate(batch), retries, self.metrics
+            )
+            inference_s += retry_s
+            for i, result in zip(again, results):
+                answers[i] = self._read(items[i], result)
+        return answers, inference_s
+
+    def _read(self, item: Prepared, result) -> Answer:
+        if isinstance(result, ModelFailure):
+            return Answer(result, None, [])
+        read = read_reply(result.text, self.persona, item.submission.item_id, item.language)
+        if not self.settings.check_replies or read.used_fallback:
+            return Answer(result, ReadReply(fit_bubble(read.text, self.persona), read.cue, read.used_fallback,
+                                            read.wants_deep), [])
+        misses = check_reply(read.text, self.persona, item.language)
+        for miss in misses:
+            self.metrics.reply_check_misses.labels("fast", miss).inc()
+        if misses:
+            log.info("reply to %s missed the persona checks (%s): %r", item.submission.item_id,
+                     ", ".join(misses), read.text[:120])
+        return Answer(result, read, misses)
+
+    def _retry_request(self, item: Prepared, misses: list[ReplyMiss]) -> GenerationRequest:
+        hint = retry_hint(misses, self.persona, item.language)
+        messages = build_messages(self.persona, item.submission, "fast", hint)
+        return GenerationRequest(messages=messages, images=item.request.images)
 
     def _prepare(self, batch: list[Received]) -> tuple[list[Prepared], list[tuple[Received, RejectedItem, Submission | None]]]:
         limits = self.settings.image_limits(self.slot.spec.max_pixels)
@@ -178,9 +233,10 @@ class FastTier:
             features = item_features(submission, admitted.text_coverage)
             side = self.settings.reply_thumbnail_px
             thumbnail = thumbnail_data_url(admitted.image, side) if side else None
-            prepared.append(
-                Prepared(received, submission, request, features, (time.perf_counter() - t0) * 1000, thumbnail)
-            )
+            language = fan_language(submission.text, submission.lang, self.persona.languages)
+            prepared.append(Prepared(
+                received, submission, request, features, (time.perf_counter() - t0) * 1000, thumbnail, language
+            ))
         return prepared, rejected
 
     def _timings(self, item: Prepared, started: float, inference_s: float, preprocess_s: float = 0.0) -> Timings:
@@ -201,24 +257,29 @@ class FastTier:
             route_reason=decide_route(item.features, False, self.policy).reason,
             degraded=degraded,
             model_id=model_id,
-            text=self.persona.fallback_line(sub.item_id),
+            text=self.persona.fallback_line(sub.item_id, item.language),
             cue=Cue(emotion="happy", motion=self.persona.motion_for("happy")),
             timings=self._timings(item, time.monotonic(), 0.0),
             thumbnail=item.thumbnail,
+            persona_version=self.persona.version,
         )
         return [await self.outputs.reply(reply)]
 
-    async def _route(self, item: Prepared, result, runner: ModelRunner, started: float, inference_s: float) -> list:
-        sub = item.submission
+    async def _route(self, item: Prepared, answer: Answer, runner: ModelRunner, started: float,
+                     inference_s: float) -> list:
+        sub, result, read = item.submission, answer.result, answer.read
         if isinstance(result, ModelFailure):
             line = await self._persona_line(item, DegradeReason.MODEL_ERROR, runner.spec.id)
             return [*line, await self.outputs.dead_letter(item.received.record, result, sub.item_id, sub.room)]
         self.metrics.generated_tokens.inc(result.generated_tokens)
-        read = read_reply(result.text, self.persona, sub.item_id)
+        assert read is not None
+        degraded = DegradeReason.EMPTY_ANSWER if read.used_fallback else None
+        if answer.misses:  # still, after a regeneration or without time for one
+            read = ReadReply(self.persona.fallback_line(sub.item_id, item.language), read.cue, True, read.wants_deep)
+            degraded = DegradeReason.PERSONA_CHECK
         decision = decide_route(item.features, read.wants_deep, self.policy)
         tier = "fallback" if read.used_fallback else "fast"
         timings = self._timings(item, started, inference_s, result.preprocess_s)
-        degraded = DegradeReason.EMPTY_ANSWER if read.used_fallback else None
         if decision.route == "deep":
             now = time.monotonic()
             if self.pending.full():
@@ -227,11 +288,12 @@ class FastTier:
                 degraded = DegradeReason.DEEP_UNAVAILABLE
             else:
                 draft = Draft(text=read.text, cue=read.cue, tier=tier, model_id=runner.spec.id,
-                              thumbnail=item.thumbnail)
+                              thumbnail=item.thumbnail, persona_version=self.persona.version)
                 return await self._escalate(item, decision.reason, decision.hold, draft, timings, now)
         reply = build_reply(
             sub, tier=tier, route_reason=decision.reason, degraded=degraded, model_id=runner.spec.id,
             text=read.text, cue=read.cue, timings=timings, thumbnail=item.thumbnail,
+            persona_version=self.persona.version,
         )
         return [await self.outputs.reply(reply)]
 
@@ -241,9 +303,9 @@ class FastTier:
         if hold:
             holding = build_reply(
                 sub, role="holding", tier="fast", route_reason=reason, model_id=draft.model_id,
-                text=self.persona.holding_line(sub.item_id),
+                text=self.persona.holding_line(sub.item_id, item.language),
                 cue=Cue(emotion="thinking", motion=self.persona.motion_for("thinking")), timings=timings,
-                thumbnail=item.thumbnail,
+                thumbnail=item.thumbnail, persona_version=self.persona.version,
             )
             deliveries.append(await self.outputs.reply(holding))
         deadline_s = self.settings.deep_deadline_ms / 1000

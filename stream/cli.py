@@ -10,6 +10,7 @@
     idolstream switch-model MODEL_ID --admin URL     ask a running tier to switch model
     idolstream token --room R [--ttl S]  a signed room token for the overlay page
     idolstream schemas                   export the contracts' JSON Schemas
+    idolstream persona check FILE        validate a persona file, naming each bad field
     idolstream moderation check [--words FILE] TEXT   the word filter's verdict on TEXT, as JSON
     idolstream demo [--items N --exit]   everything, with sample traffic
 
@@ -34,6 +35,22 @@ from stream.settings import (
     describe_settings,
     load_settings,
 )
+
+
+def _persona(args: argparse.Namespace) -> int:
+    """`persona check FILE`: 0 and a summary when it can be used, else 2 and each problem by field."""
+    from stream.persona import Persona, PersonaError
+
+    try:
+        persona = Persona.load(args.file)
+    except PersonaError as exc:
+        print(f"idolstream: {exc}", file=sys.stderr)
+        return 2
+    lines = sum(len(lines.holding) + len(lines.fallback) for lines in persona.lines.values())
+    print(f"{args.file}: ok, {persona.name} version {persona.version}; speaks {', '.join(persona.languages)} "
+          f"(default {persona.default_language}); {lines} lines, {len(persona.forbidden_topics)} forbidden topics, "
+          f"replies of {persona.min_reply_chars}-{persona.max_reply_chars} characters")
+    return 0
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -346,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=_token)
 
     sub.add_parser("schemas", help="export JSON Schemas into stream/schemas").set_defaults(func=_schemas)
+
+    persona = sub.add_parser("persona", help="the persona file (see config/persona-guide.md)")
+    persona_sub = persona.add_subparsers(dest="action", required=True)
+    persona_check = persona_sub.add_parser(
+        "check", help="validate a persona file: its fields, and its own lines against the reply checks"
+    )
+    persona_check.add_argument("file", type=Path, metavar="FILE")
+    persona.set_defaults(func=_persona)
 
     moderation = sub.add_parser("moderation", help="test a word list against a line of text")
     moderation_sub = moderation.add_subparsers(dest="action", required=True)

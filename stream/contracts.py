@@ -226,6 +226,9 @@ class Reply(_Contract):
         default=None, max_length=MAX_THUMBNAIL_CHARS, pattern=r"^data:image/jpeg;base64,[A-Za-z0-9+/]+=*$",
         description="a small JPEG of what the fan sent, as a data URL, for the overlay bubble",
     )
+    persona_version: str | None = Field(
+        default=None, max_length=64, description="the persona's version the reply was written and checked under"
+    )
 
 
 class Draft(_Contract):
@@ -239,6 +242,7 @@ class Draft(_Contract):
         default=None, max_length=MAX_THUMBNAIL_CHARS, pattern=r"^data:image/jpeg;base64,[A-Za-z0-9+/]+=*$",
         description="a small JPEG of what the fan sent, as a data URL, for the overlay bubble",
     )
+    persona_version: str | None = Field(default=None, max_length=64)
 
 
 class Escalation(_Contract):

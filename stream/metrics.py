@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream.errors import ReasonCode
-from stream.reasons import ESCALATION_REASONS, DegradeReason, ShedReason
+from stream.reasons import ESCALATION_REASONS, DegradeReason, ReplyMiss, ShedReason
 from stream.tokens import Refusal
 
 # Sub-second resolution where the objective lives (a reply within a second), then minutes.
@@ -20,7 +20,7 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 def _zeroed(counter: Counter, values) -> Counter:
     """Start a counter's closed set of label values at 0, so rates and ratios are 0, not missing."""
     for value in values:
-        counter.labels(value)
+        counter.labels(*value) if isinstance(value, tuple) else counter.labels(value)
     return counter
 
 
@@ -56,6 +56,16 @@ class WorkerMetrics:
         self.dead_letters = _zeroed(Counter(
             "idolstream_dead_letters_total", "Items sent to the dead-letter topic", ["reason"], registry=r
         ), ReasonCode)
+        self.reply_check_misses = _zeroed(Counter(
+            "idolstream_reply_check_misses_total",
+            "Model replies stopped by the persona checks, by reason (a reply may miss for several)",
+            ["tier", "reason"],
+            registry=r,
+        ), [(tier, miss) for miss in ReplyMiss])
+        self.regenerations = _zeroed(Counter(
+            "idolstream_reply_regenerations_total", "Replies asked of the model again after a persona check miss",
+            ["tier"], registry=r,
+        ), [tier])
         self.deadline_misses = Counter(
             "idolstream_deep_deadline_misses_total", "Escalated items whose deep answer was not ready in time", registry=r
         )

@@ -28,6 +28,7 @@ class DegradeReason(StrEnum):
     MODEL_SWITCHING = "model_switching"  # no model loaded while a worker switches
     MODEL_ERROR = "model_error"  # the model failed on this item: a persona line went out
     EMPTY_ANSWER = "empty_answer"  # the model said nothing usable: a persona line went out
+    PERSONA_CHECK = "persona_check"  # the reply failed the persona checks, regenerated or not: a persona line went out
 
 
 class ShedReason(StrEnum):
@@ -42,3 +43,16 @@ class ShedReason(StrEnum):
 ESCALATION_REASONS = frozenset(
     {RouteReason.MATHS, RouteReason.LONG_TEXT, RouteReason.DENSE_SCREENSHOT, RouteReason.QUESTION, RouteReason.MODEL_VERDICT}
 )
+
+
+class ReplyMiss(StrEnum):
+    """Why a model's reply may not go out as written (`stream.persona.checks`)."""
+
+    TOO_LONG = "too_long"  # does not fit her speech bubble
+    TOO_SHORT = "too_short"
+    LANGUAGE_NOT_SPOKEN = "language_not_spoken"
+    NOT_FAN_LANGUAGE = "not_fan_language"  # she speaks the fan's language but answered in another
+    FORBIDDEN_TOPIC = "forbidden_topic"
+    CONTROL_TOKENS = "control_tokens"  # chat-template tokens, also made inert (full-width) ones
+    MARKUP = "markup"  # HTML, Markdown, code, links
+    REASONING = "reasoning"  # thinking leftovers, talk about "the user" or being a model

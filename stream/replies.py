@@ -32,6 +32,7 @@ def build_reply(
     role: ReplyRole = "answer",
     degraded: DegradeReason | None = None,
     thumbnail: str | None = None,
+    persona_version: str | None = None,
 ) -> Reply:
     return Reply(
         reply_id=new_id(),
@@ -47,6 +48,7 @@ def build_reply(
         timings=timings,
         in_reply_to=submission.user,
         thumbnail=thumbnail,
+        persona_version=persona_version,
     )
 
 
@@ -64,6 +66,7 @@ def draft_reply(escalation: Escalation, degraded: DegradeReason, replied_at: dat
         cue=draft.cue,
         timings=timings,
         thumbnail=draft.thumbnail,
+        persona_version=draft.persona_version,
     )
 
 

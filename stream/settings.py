@@ -54,6 +54,11 @@ class WorkerSettings(CommonSettings):
     max_age_s: float = Field(default=30.0, gt=0, description="items older than this when they reach a model are shed")
     min_switch_interval_s: float = Field(default=30.0, ge=0, description="model switches closer than this are refused")
     admin_host: str = Field(default="127.0.0.1", description="address of the admin/metrics HTTP (0.0.0.0 in a pod)")
+    check_replies: bool = Field(
+        default=True,
+        description="check each model reply against the persona (bubble size, language, forbidden topics, "
+        "control tokens, markup, reasoning); a miss is regenerated once, then a persona line goes out",
+    )
     reply_thumbnail_px: int = Field(
         default=96, ge=0, le=256, description="side of the fan's thumbnail carried by replies; 0 = none"
     )
@@ -86,6 +91,11 @@ class FastTierSettings(WorkerSettings):
     dense_text_coverage: float = Field(default=0.5, ge=0, le=1, description="screenshots this covered in text escalate")
     trust_model_verdict: bool = Field(default=True, description="escalate when the fast model tags [think]")
     deep_deadline_ms: int = Field(default=8000, ge=100, description="an escalated item's answer is due within this")
+    regenerate_within_ms: int = Field(
+        default=3000, ge=0,
+        description="a reply that failed the persona checks is regenerated only if the item, in the tier this "
+        "long at most once the retry is done, is still on time; otherwise a persona line goes out at once",
+    )
     max_pending_escalations: int = Field(default=256, ge=1, description="escalations waiting at most; past it, answer fast")
     breaker_failures: int = Field(default=3, ge=1, description="missed deep deadlines in a row that stop escalation")
     breaker_open_s: float = Field(default=15.0, gt=0, description="how long escalation stays off before a probe")

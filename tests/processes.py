@@ -22,6 +22,8 @@ def service_env(bootstrap: str, prefix: str, **settings: str) -> dict[str, str]:
         "IDOLSTREAM_SESSION_TIMEOUT_MS": "6000",
         "HF_HUB_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
+        # Random weights say random things: a test that wants the persona checks turns them on.
+        "IDOLSTREAM_CHECK_REPLIES": "false",
         **{f"IDOLSTREAM_{name.upper()}": value for name, value in settings.items()},
     }
 

@@ -110,16 +110,18 @@ async def running_stack(bootstrap: str, prefix: str, runner, deep_runner=None, d
     """Gateway + fast tier (+ deep tier when `deep_runner` is given).
 
     Escalation and rate limits are off unless a test turns them on, so a test sees only
-    the behaviour it is about.
+    the behaviour it is about. The persona checks are on for a trained (demo) model only:
+    random weights say random things, which the checks would replace by persona lines.
     """
-    defaults = dict(escalate=deep_runner is not None, user_max_items=0, room_max_replies=0)
+    defaults = dict(escalate=deep_runner is not None, user_max_items=0, room_max_replies=0,
+                    check_replies=runner.spec.demo)
     fast = FastTierSettings(
         kafka_bootstrap=bootstrap, topic_prefix=prefix, group_id=f"{prefix}fast", topic_partitions=2,
         session_timeout_ms=6000, **{**defaults, **fast_overrides},
     )
     deep = DeepTierSettings(
         kafka_bootstrap=bootstrap, topic_prefix=prefix, deep_group_id=f"{prefix}deep", topic_partitions=2,
-        session_timeout_ms=6000, **(deep_overrides or {}),
+        session_timeout_ms=6000, **{"check_replies": False, **(deep_overrides or {})},
     )
     gateway = gateway_settings(bootstrap, prefix)
     await prepare_topics(fast, bootstrap)

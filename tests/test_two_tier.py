@@ -14,6 +14,7 @@ import pytest
 from consumers.model_slot import ModelSlot
 from stream.contracts import utcnow
 from stream.metrics import WorkerMetrics
+from stream.persona import Persona
 from stream.models.backends import load_runner
 from stream.switching import ModelSwitchGate
 from tests.conftest import PROJECT_ROOT
@@ -83,7 +84,7 @@ async def test_one_poisoned_item_gets_a_persona_line_and_a_dead_letter_and_spare
         got = {a["item_id"]: a for a in answers(await frames_until(overlay, lambda r: len(answers(r)) >= 3))}
         assert set(got) == {good_before.item_id, bad.item_id, good_after.item_id}
         assert (got[bad.item_id]["tier"], got[bad.item_id]["degraded"]) == ("fallback", "model_error")
-        assert got[bad.item_id]["text"] in orjson.loads((PROJECT_ROOT / "config" / "persona.json").read_bytes())["fallback_lines"]
+        assert got[bad.item_id]["text"] in Persona.load(PROJECT_ROOT / "config" / "persona.json").spoken_lines()
         assert {got[i]["tier"] for i in (good_before.item_id, good_after.item_id)} <= {"fast", "fallback"}
         assert all(got[i]["degraded"] in (None, "empty_answer") for i in (good_before.item_id, good_after.item_id))
         [letter] = await read_topic(kafka_bootstrap, stack.fast.topics.dlq, lambda r: len(r) >= 1)
@@ -120,7 +121,8 @@ async def test_an_escalating_item_gets_a_holding_line_then_a_deep_answer_without
 
 
 def _persona_holding_lines() -> list[str]:
-    return orjson.loads((PROJECT_ROOT / "config" / "persona.json").read_bytes())["holding_lines"]
+    persona = Persona.load(PROJECT_ROOT / "config" / "persona.json")
+    return [line for lines in persona.lines.values() for line in lines.holding]
 
 
 async def test_with_the_deep_tier_down_escalations_get_their_draft_by_the_deadline_then_stop(

@@ -15,6 +15,8 @@ dominant colour named (and no other), the fan's name copied, the fan's language 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import sys
@@ -107,9 +109,41 @@ def _texts(example) -> list[str]:
 
 def demo_corpus(persona: Persona, examples: Sequence) -> list[str]:
     """The tokenizer's training text: the persona's instructions and every text of the dataset."""
-    return [system_prompt(persona), *persona.fallback_lines, *persona.holding_lines] + [
+    return [system_prompt(persona), *persona.spoken_lines()] + [
         text for example in examples for text in _texts(example)
     ]
+
+
+# Bump when the data generator or the reply templates change what the model should learn.
+DATA_VERSION = 2
+
+
+def demo_recipe(persona: Persona, spec: ModelSpec, plan: DemoPlan) -> str:
+    """A digest of everything the demo model learns from; a checkpoint of another recipe is stale.
+
+    The persona's prompt and lines are in it: after the persona changes, the model would be
+    asked in words it never saw, so `build_missing_checkpoints` trains it again.
+    """
+    recipe = {
+        "data_version": DATA_VERSION,
+        "system_prompt": system_prompt(persona),
+        "lines": persona.spoken_lines(),
+        "catchphrases": persona.catchphrases,
+        "languages": persona.languages,
+        "plan": asdict(plan),
+        "shape": asdict(DEMO_SHAPE),
+        "pixels": [spec.min_pixels, spec.max_pixels],
+        "architecture": [spec.architecture, spec.mode],
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def trained_recipe(checkpoint: Path) -> str | None:
+    """The recipe a trained demo checkpoint records, or None (missing, or not trained here)."""
+    try:
+        return json.loads((checkpoint / "training.json").read_text(encoding="utf-8")).get("recipe")
+    except (OSError, ValueError):
+        return None
 
 
 def build_demo_model(
@@ -157,6 +191,7 @@ def build_demo_model(
             "data": "producers.training_data",
             "data_seed": plan.seed,
             "data_digest": dataset_digest(data),
+            "recipe": demo_recipe(persona, spec, plan),
         }
         say(f"training: {plan.steps} steps of {plan.batch_size} pictures")
         return train(base, examples, out_dir, config, on_progress, record)
@@ -178,9 +213,11 @@ def build_missing_checkpoints(
 
     ``tiny`` entries get random weights (``stream.models.tiny.build_missing``, seconds);
     with ``demo``, ``demo`` entries are trained with the train-demo recipe (``plan``, a
-    few minutes on a CPU). An entry counts as present once its directory has a
-    config.json, so a second call builds nothing. ``persona`` defaults to the project's
-    config/persona.json; ``progress_bar`` shows each training on stderr with an ETA.
+    few minutes on a CPU). A tiny entry counts as present once its directory has a
+    config.json; a demo entry once it also records the current recipe (`demo_recipe`), so
+    a changed persona trains it again and a second call builds nothing. ``persona``
+    defaults to the project's config/persona.json; ``progress_bar`` shows each training on
+    stderr with an ETA.
     """
     root = Path(project_root) if project_root is not None else registry.project_root
     built = build_missing(registry, root)
@@ -188,11 +225,15 @@ def build_missing_checkpoints(
         return built
     for spec in registry:
         target = spec.local_dir(root)
-        if not spec.demo or target is None or (target / "config.json").exists():
+        if not spec.demo or target is None:
             continue
         persona = persona or Persona.load(root / "config" / "persona.json")
+        present = (target / "config.json").exists()
+        if present and trained_recipe(target) == demo_recipe(persona, spec, plan):
+            continue
         if progress_bar:
-            print(f"training {spec.id} from scratch, once: {plan.examples} pictures, {plan.steps} steps",
+            why = "the persona or the recipe changed since it was trained" if present else "once"
+            print(f"training {spec.id} from scratch ({why}): {plan.examples} pictures, {plan.steps} steps",
                   file=sys.stderr, flush=True)
             with training_bar(plan.steps) as (on_progress, on_stage):
                 build_demo_model(spec, target, persona, plan, on_progress=on_progress, on_stage=on_stage)

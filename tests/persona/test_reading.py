@@ -3,10 +3,9 @@ from pathlib import Path
 import pytest
 
 from producers.client import build_submission
-from stream.errors import ConfigError
-from stream.persona import Persona, build_messages, neutralise_fan_text, read_reply
+from stream.persona import Persona, build_messages, fit_bubble, neutralise_fan_text, read_reply
 
-PERSONA = Persona.load(Path(__file__).resolve().parent.parent / "config" / "persona.json")
+PERSONA = Persona.load(Path(__file__).resolve().parents[2] / "config" / "persona.json")
 
 
 @pytest.mark.parametrize(
@@ -55,19 +54,23 @@ def test_thinking_and_unknown_tags_never_reach_the_overlay():
 def test_an_empty_answer_becomes_a_stable_persona_fallback():
     first = read_reply("  ", PERSONA, "item-9")
     again = read_reply("", PERSONA, "item-9")
-    assert first.used_fallback and first.text == again.text and first.text in PERSONA.fallback_lines
+    assert first.used_fallback and first.text == again.text and first.text in PERSONA.lines["en"].fallback
 
 
-def test_long_answers_are_cut_to_the_persona_limit():
-    text = read_reply("word " * 500, PERSONA, "x").text
-    assert len(text) <= PERSONA.max_reply_chars + 1
+def test_a_long_answer_is_read_whole_for_the_checks_and_cut_to_the_bubble_only_when_asked():
+    text = read_reply("word " * 100, PERSONA, "x").text
+    assert text == " ".join(["word"] * 100)  # the bubble check sees it too long and regenerates
+    cut = fit_bubble(text, PERSONA)
+    assert len(cut) <= PERSONA.max_reply_chars + 1 and cut.endswith("word…")
 
 
-def test_a_broken_persona_file_is_a_clear_config_error(tmp_path):
-    path = tmp_path / "persona.json"
-    path.write_text('{"name": "X"}')
-    with pytest.raises(ConfigError, match="persona file"):
-        Persona.load(path)
+def test_an_answer_past_the_reply_contract_is_cut_to_it():
+    assert len(read_reply("word " * 1000, PERSONA, "x").text) == 2000
+
+
+def test_an_empty_answer_gets_the_fallback_line_in_the_fans_language():
+    assert read_reply("", PERSONA, "item-9", "zh").text in PERSONA.lines["zh"].fallback
+    assert read_reply("", PERSONA, "item-9", "ko").text in PERSONA.lines["en"].fallback  # not hers: her default
 
 
 @pytest.mark.parametrize(
@@ -91,7 +94,7 @@ def test_the_system_prompt_tells_the_model_how_to_ask_for_the_deep_tier():
 
 def test_holding_lines_are_stable_per_item_and_come_from_the_persona():
     assert PERSONA.holding_line("a") == PERSONA.holding_line("a")
-    assert {PERSONA.holding_line(f"item-{i}") for i in range(40)} <= set(PERSONA.holding_lines)
+    assert {PERSONA.holding_line(f"item-{i}") for i in range(40)} <= set(PERSONA.lines["en"].holding)
 
 
 def test_control_tokens_a_server_decoded_as_text_are_dropped_from_the_answer():
