@@ -36,6 +36,11 @@ from stream.thinking import THINK_CLOSE, continue_after_thought, split_thinking
 
 log = logging.getLogger("idolstream.deep_tier")
 
+
+def _held(escalation: Escalation) -> dict:
+    """What `Outputs.reply` needs to hold the answer of an item held for review."""
+    return {"held_by": tuple(escalation.held_by), "fan_text": escalation.item.text}
+
 # Of the time left before the deadline, the share the thought may use; the answer gets the rest.
 THOUGHT_SHARE = 0.7
 
@@ -146,7 +151,7 @@ class DeepTier:
     async def _draft(self, escalation: Escalation, degraded: DegradeReason) -> list:
         if degraded is DegradeReason.DEEP_DEADLINE:
             self.metrics.deadline_misses.inc()
-        return [await self.outputs.reply(draft_reply(escalation, degraded))]
+        return [await self.outputs.reply(draft_reply(escalation, degraded), **_held(escalation))]
 
     async def _deliver(self, job: Job, answer: Answer | ModelFailure, runner: ModelRunner, started: float,
                        inference_s: float) -> list:
@@ -194,7 +199,7 @@ class DeepTier:
             thumbnail=escalation.draft.thumbnail,
             persona_version=self.persona.version,
         )
-        deliveries = [await self.outputs.reply(reply)]
+        deliveries = [await self.outputs.reply(reply, **_held(escalation))]
         if self.settings.keep_reasoning:
             trace = Reasoning(
                 item_id=item.item_id, reply_id=reply.reply_id, room=item.room, model_id=runner.spec.id,

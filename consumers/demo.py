@@ -93,10 +93,17 @@ def describe(facts) -> str:
 
 
 def with_demo_model(settings: FastTierSettings) -> FastTierSettings:
-    """The fast tier runs the demo model unless the operator named a fast model."""
-    if "model_id" in settings.model_fields_set:
-        return settings
-    return settings.model_copy(update={"model_id": DEMO_MODEL_ID})
+    """The fast tier runs the demo model unless the operator named a fast model.
+
+    The demo's traffic is its own drawn pictures, so its overlay shows their thumbnails
+    without an image guard unless the operator said otherwise.
+    """
+    update = {}
+    if "model_id" not in settings.model_fields_set:
+        update["model_id"] = DEMO_MODEL_ID
+    if "thumbnails_without_image_guard" not in settings.model_fields_set:
+        update["thumbnails_without_image_guard"] = True
+    return settings.model_copy(update=update)
 
 
 def build_models(settings: FastTierSettings, model_ids: list[str]) -> bool:

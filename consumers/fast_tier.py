@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.batch_consumer import Outcome, Received
 from consumers.model_slot import ModelSlot, call_isolating_failures
+from consumers.moderation import FanModeration
 from consumers.outputs import Outputs, source_of
 from stream.breaker import CircuitBreaker
 from stream.contracts import (
@@ -53,12 +54,13 @@ from stream.flow import RecentIds
 from stream.kafka_io import UndecodableRange, read_skipping_undecodable
 from stream.images import admit_image, decode_base64_image, thumbnail_data_url
 from stream.metrics import WorkerMetrics
+from stream.moderation.gate import ALLOW, Judgement
 from stream.models.runtime import GenerationRequest, ModelRunner
 from stream.persona import (
     Persona, ReadReply, ReplyMiss, build_messages, check_reply, fan_language, fit_bubble, read_reply, retry_hint,
 )
 from stream.replies import build_reply, draft_reply, item_age_s
-from stream.reasons import DegradeReason
+from stream.reasons import DegradeReason, ModerationAction
 from stream.routing import ItemFeatures, RoutingPolicy, decide_route, item_features, item_priority
 from stream.settings import FastTierSettings
 from stream.shedding import Arrival, LoadShedder, SheddingPolicy
@@ -66,6 +68,7 @@ from stream.shedding import Arrival, LoadShedder, SheddingPolicy
 log = logging.getLogger("idolstream.fast_tier")
 PERSONA_MODEL_ID = "persona"  # model_id of lines no model wrote
 WATCH_PERIOD_S = 0.05
+REVIEW_PICTURE_PX = 96  # the reviewer's thumbnail when the overlay's are off
 RECOVERY_RETRY_S = 1.0
 ANSWERED_IDS = 8192  # answers seen on the replies topic, remembered so a recovery skips them
 
@@ -80,8 +83,10 @@ class Prepared:
     request: GenerationRequest
     features: ItemFeatures
     admission_ms: float
-    thumbnail: str | None  # shown beside the reply on the overlay
+    thumbnail: str | None  # shown beside the reply on the overlay (only once moderation lets it)
     language: str | None  # the fan's, when they wrote something
+    picture: str | None = None  # the same small JPEG, for a reviewer when the item is held
+    judgement: Judgement = ALLOW  # moderation's, on what the fan sent
 
 
 @dataclass
@@ -123,6 +128,7 @@ class FastTier:
         metrics: WorkerMetrics,
         replies_reader: AIOKafkaConsumer,
         read_recent: RecentReader,
+        moderation: FanModeration,
     ) -> None:
         self.settings = settings
         self.slot = slot
@@ -131,6 +137,7 @@ class FastTier:
         self.metrics = metrics
         self.replies_reader = replies_reader
         self.read_recent = read_recent
+        self.moderation = moderation
         self.answered = RecentIds(ANSWERED_IDS)
         self._to_recover: asyncio.Queue[set[TopicPartition]] = asyncio.Queue()
         self.policy = routing_policy(settings)
@@ -147,6 +154,16 @@ class FastTier:
         for received, error, sub in rejected:
             letter = await self.outputs.dead_letter(received.record, error, sub and sub.item_id, sub and sub.room)
             outcomes.append((received.record, [letter]))
+        # The word filter runs before shedding: a blocked fan is never answered, nor thanked
+        # by name for an item that was shed.
+        kept = []
+        for item in prepared:
+            item.judgement = self.moderation.words(item.submission)
+            if item.judgement.action == ModerationAction.BLOCK:
+                outcomes.append((item.received.record, await self._blocked(item.judgement)))
+            else:
+                kept.append(item)
+        prepared = kept
         wall = utcnow()
         arrivals = [
             Arrival(p.submission.item_id, p.submission.room, p.submission.user.id, item_age_s(p.submission, wall),
@@ -160,6 +177,7 @@ class FastTier:
             else:
                 shed = await self.outputs.shed(item.received.record, item.submission, verdict, arrival.age_s)
                 outcomes.append((item.received.record, [shed]))
+        to_answer = await self._guarded(to_answer, outcomes)
         if to_answer:
             runner = self.slot.runner
             if runner is None:
@@ -170,6 +188,34 @@ class FastTier:
                 for item, answer in zip(to_answer, answers):
                     outcomes.append((item.received.record, await self._route(item, answer, runner, started, inference_s)))
         return outcomes
+
+    async def _guarded(self, items: list[Prepared], outcomes: list[Outcome]) -> list[Prepared]:
+        """The guards' verdicts on the items to answer: blocked ones are recorded, not answered.
+
+        A fan's thumbnail goes to the overlay only when an image guard passed the picture,
+        or the operator turned thumbnails on without one.
+        """
+        if not items:
+            return items
+        verdicts = await self.moderation.guards([(p.submission, p.request.images[0]) for p in items])
+        kept = []
+        for item, verdict in zip(items, verdicts):
+            item.judgement = item.judgement.joined(list(verdict.judgement.records))
+            shown = verdict.image_passed or self.settings.thumbnails_without_image_guard
+            item.thumbnail = item.picture if shown and self.settings.reply_thumbnail_px else None
+            if item.judgement.action == ModerationAction.BLOCK:
+                outcomes.append((item.received.record, await self._blocked(verdict.judgement, counted=True)))
+            else:
+                kept.append(item)
+        return kept
+
+    async def _blocked(self, judgement: Judgement, counted: bool = True) -> list:
+        return [await self.outputs.moderation(record, counted=counted) for record in judgement.records]
+
+    def _held(self, item: Prepared) -> dict:
+        """What `Outputs.reply` needs to hold an item's replies for review."""
+        held = item.judgement.records if item.judgement.action == ModerationAction.REVIEW else ()
+        return {"held_by": held, "fan_text": item.submission.text, "picture": item.picture}
 
     async def _answers(self, items: list[Prepared], runner: ModelRunner) -> tuple[list[Answer], float]:
         """The model's answers, each read and checked; misses regenerated once while the item is on time."""
@@ -231,11 +277,10 @@ class FastTier:
                 continue
             request = GenerationRequest(messages=build_messages(self.persona, submission), images=[admitted.image])
             features = item_features(submission, admitted.text_coverage)
-            side = self.settings.reply_thumbnail_px
-            thumbnail = thumbnail_data_url(admitted.image, side) if side else None
+            picture = thumbnail_data_url(admitted.image, self.settings.reply_thumbnail_px or REVIEW_PICTURE_PX)
             language = fan_language(submission.text, submission.lang, self.persona.languages)
             prepared.append(Prepared(
-                received, submission, request, features, (time.perf_counter() - t0) * 1000, thumbnail, language
+                received, submission, request, features, (time.perf_counter() - t0) * 1000, None, language, picture
             ))
         return prepared, rejected
 
@@ -263,7 +308,7 @@ class FastTier:
             thumbnail=item.thumbnail,
             persona_version=self.persona.version,
         )
-        return [await self.outputs.reply(reply)]
+        return [await self.outputs.reply(reply, **self._held(item))]
 
     async def _route(self, item: Prepared, answer: Answer, runner: ModelRunner, started: float,
                      inference_s: float) -> list:
@@ -295,7 +340,7 @@ class FastTier:
             text=read.text, cue=read.cue, timings=timings, thumbnail=item.thumbnail,
             persona_version=self.persona.version,
         )
-        return [await self.outputs.reply(reply)]
+        return [await self.outputs.reply(reply, **self._held(item))]
 
     async def _escalate(self, item: Prepared, reason, hold: bool, draft: Draft, timings: Timings, now: float) -> list:
         sub = item.submission
@@ -307,7 +352,7 @@ class FastTier:
                 cue=Cue(emotion="thinking", motion=self.persona.motion_for("thinking")), timings=timings,
                 thumbnail=item.thumbnail, persona_version=self.persona.version,
             )
-            deliveries.append(await self.outputs.reply(holding))
+            deliveries.append(await self.outputs.reply(holding, **self._held(item)))
         deadline_s = self.settings.deep_deadline_ms / 1000
         escalation = Escalation(
             escalation_id=new_id(),
@@ -319,6 +364,7 @@ class FastTier:
             holding_sent=hold,
             fast_timings=timings,
             source=source_of(item.received.record),
+            held_by=list(self._held(item)["held_by"]),
         )
         deliveries.append(await self.outputs.escalate(escalation))
         self.pending.add(sub.item_id, now + deadline_s, escalation)
@@ -343,7 +389,8 @@ class FastTier:
             for waiting in self.pending.expired(now):
                 self.breaker.record_failure(now)
                 log.info("deep answer for %s missed its deadline; sending the draft", waiting.item_id)
-                await self.outputs.reply(draft_reply(waiting.draft, DegradeReason.DEEP_DEADLINE))
+                await self.outputs.reply(draft_reply(waiting.draft, DegradeReason.DEEP_DEADLINE),
+                                         held_by=tuple(waiting.draft.held_by), fan_text=waiting.draft.item.text)
             self.metrics.pending_escalations.set(len(self.pending))
             self.metrics.breaker_open.set(0 if self.breaker.state(now) == "closed" else 1)
 

@@ -2,6 +2,10 @@
 
 Every method returns the producer's delivery future; the record that caused it is
 acknowledged to the Checkpoint only once that future resolves.
+
+Every reply passes the moderation screen (`stream.moderation.gate.ReplyScreen`) here, the
+one place replies are produced: a blocked line is replaced by a persona line, a line (or
+an item) held for review goes to `replies.held`, and the verdicts go to `moderation`.
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from stream.contracts import Escalation, Reasoning, Reply, Source, Submission, dead_letter_for, undecodable_dead_letter
+from stream.contracts import (
+    Escalation, ModerationRecord, Reasoning, Reply, Source, Submission, dead_letter_for, undecodable_dead_letter,
+    utcnow,
+)
 from stream.errors import ReasonCode, RejectedItem
 from stream.kafka_io import UndecodableRange
 from stream.metrics import WorkerMetrics
+from stream.moderation.gate import ReplyScreen
 from stream.replies import shed_record
 from stream.reasons import ShedReason
 from stream.topics import TopicNames
@@ -30,14 +38,44 @@ def source_of(record: ConsumerRecord) -> Source:
 
 class Outputs:
     def __init__(
-        self, producer: AIOKafkaProducer, topics: TopicNames, metrics: WorkerMetrics, dlq_max_original_bytes: int
+        self, producer: AIOKafkaProducer, topics: TopicNames, metrics: WorkerMetrics, dlq_max_original_bytes: int,
+        screen: ReplyScreen | None = None,
     ) -> None:
         self.producer = producer
         self.topics = topics
         self.metrics = metrics
         self.dlq_max_original_bytes = dlq_max_original_bytes
+        self.screen = screen
 
-    async def reply(self, reply: Reply) -> asyncio.Future:
+    async def reply(self, reply: Reply, *, held_by: tuple[ModerationRecord, ...] = (), fan_text: str | None = None,
+                    picture: str | None = None) -> asyncio.Future:
+        """Screen and produce a reply; `held_by`: verdicts that hold its item for review (it is held too)."""
+        if self.screen is None:
+            return await self._send_reply(reply)
+        from consumers.moderation import count
+
+        screened = self.screen.screen(reply, utcnow(), held_by=held_by, fan_text=fan_text, picture=picture)
+        count(self.metrics, screened.records)
+        sends = [await self.moderation(record, counted=True) for record in screened.records]
+        if screened.held is not None:
+            held = screened.held
+            log.info("reply %s to %s held for review: %s", held.reply.reply_id, held.reply.item_id,
+                     ", ".join(f"{r.stage} {r.action}" for r in held.why))
+            self.metrics.replies_held.inc()
+            sends.append(await self.producer.send(self.topics.replies_held, held.to_json(), key=reply.room.encode()))
+        if screened.send is not None:
+            sends.append(await self._send_reply(screened.send))
+        return asyncio.gather(*sends) if len(sends) > 1 else sends[0]
+
+    async def moderation(self, record: ModerationRecord, counted: bool = False) -> asyncio.Future:
+        """A verdict that stopped or held something, on the moderation topic (counted unless it was)."""
+        if not counted:
+            from consumers.moderation import count
+
+            count(self.metrics, [record])
+        return await self.producer.send(self.topics.moderation, record.to_json(), key=record.room.encode())
+
+    async def _send_reply(self, reply: Reply) -> asyncio.Future:
         delivery = await self.producer.send(self.topics.replies, reply.to_json(), key=reply.room.encode())
         self.metrics.replies.labels(reply.tier, reply.role, reply.route_reason.value).inc()
         if reply.degraded is not None:

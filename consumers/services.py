@@ -24,6 +24,9 @@ from stream.models.errors import ModelLoadError
 from stream.models.registry import ModelRegistry, ModelSpec
 from stream.models.runtime import ModelRunner
 from stream.models.tiny import build_missing
+from stream.moderation.gate import ReplyScreen
+from stream.moderation.guard import GuardPolicy, ImageGuard, TextGuard
+from stream.moderation.text_filter import TextFilter
 from stream.persona import Persona
 from stream.settings import CommonSettings, DeepTierSettings, FastTierSettings, GatewaySettings, WorkerSettings
 from stream.switching import ModelSwitchGate
@@ -35,6 +38,7 @@ from consumers.deep_tier import DeepTier
 from consumers.fast_tier import FastTier
 from consumers.gateway import Gateway
 from consumers.model_slot import ModelSlot
+from consumers.moderation import FanModeration
 from consumers.outputs import Outputs
 
 log = logging.getLogger("idolstream")
@@ -100,6 +104,16 @@ async def load_slot(settings: WorkerSettings, model_id: str, metrics: WorkerMetr
     return ModelSlot(runner, loader, loader.known_ids, ModelSwitchGate(settings.min_switch_interval_s), metrics)
 
 
+def load_fan_moderation(settings: FastTierSettings, metrics: WorkerMetrics,
+                        text_filter: TextFilter | None = None) -> FanModeration:
+    """The word filter from its list, and the guards the settings name, loaded by registry id (blocking)."""
+    text_filter = text_filter or TextFilter.from_file(settings.moderation_words_path)
+    loader = RegistryLoader(settings.registry_path)
+    text_guard = TextGuard(loader(settings.text_guard_model_id)) if settings.text_guard_model_id else None
+    image_guard = ImageGuard(loader(settings.image_guard_model_id)) if settings.image_guard_model_id else None
+    return FanModeration(text_filter, text_guard, image_guard, GuardPolicy(), metrics)
+
+
 @dataclass
 class RunningWorker:
     tier: FastTier | DeepTier
@@ -141,9 +155,20 @@ async def _worker(
 
 @contextlib.asynccontextmanager
 async def fast_tier_service(
-    settings: FastTierSettings, bootstrap: str, slot: ModelSlot, metrics: WorkerMetrics
+    settings: FastTierSettings, bootstrap: str, slot: ModelSlot, metrics: WorkerMetrics,
+    moderation: FanModeration | None = None,
 ) -> AsyncIterator[RunningWorker]:
-    """A started fast tier running as a task; leaving the block stops it cleanly."""
+    """A started fast tier running as a task; leaving the block stops it cleanly.
+
+    `moderation` defaults to the word filter and guards the settings name (tests pass a
+    guard whose verdicts they fix).
+    """
+    persona = Persona.load(settings.persona_path)
+    text_filter = TextFilter.from_file(settings.moderation_words_path)
+    screen = ReplyScreen(text_filter, persona)  # refuses a persona whose own lines the list stops
+    owned = moderation is None
+    if moderation is None:
+        moderation = await asyncio.to_thread(load_fan_moderation, settings, metrics, text_filter)
     consumer = make_consumer(
         bootstrap, settings.group_id, "idolstream-fast", session_timeout_ms=settings.session_timeout_ms
     )
@@ -155,9 +180,10 @@ async def fast_tier_service(
     await replies.start()
     try:
         await _seek_to_end(replies, bootstrap, settings.topics.replies)
-        outputs = Outputs(producer, settings.topics, metrics, settings.dlq_max_original_bytes)
-        tier = FastTier(settings, slot, Persona.load(settings.persona_path), outputs, metrics, replies,
-                        lambda topic, since_s: read_recent(bootstrap, topic, since_s, "idolstream-fast-recovery"))
+        outputs = Outputs(producer, settings.topics, metrics, settings.dlq_max_original_bytes, screen)
+        tier = FastTier(settings, slot, persona, outputs, metrics, replies,
+                        lambda topic, since_s: read_recent(bootstrap, topic, since_s, "idolstream-fast-recovery"),
+                        moderation)
         limits = BatchLimits(settings.batch_max_size, settings.batch_max_wait_ms, settings.inbox_high_watermark,
                              settings.inbox_low_watermark, settings.commit_interval_s)
         batches = BatchConsumer(consumer, settings.topics.submissions, limits, tier.handle, metrics,
@@ -170,12 +196,16 @@ async def fast_tier_service(
         await replies.stop()
         await consumer.stop()
         await producer.stop()
+        if owned:
+            moderation.close()
 
 
 @contextlib.asynccontextmanager
 async def deep_tier_service(
     settings: DeepTierSettings, bootstrap: str, slot: ModelSlot, metrics: WorkerMetrics
 ) -> AsyncIterator[RunningWorker]:
+    persona = Persona.load(settings.persona_path)
+    screen = ReplyScreen(TextFilter.from_file(settings.moderation_words_path), persona)
     consumer = make_consumer(
         bootstrap, settings.deep_group_id, "idolstream-deep", session_timeout_ms=settings.session_timeout_ms
     )
@@ -183,8 +213,8 @@ async def deep_tier_service(
     await producer.start()
     await consumer.start()
     try:
-        outputs = Outputs(producer, settings.topics, metrics, settings.dlq_max_original_bytes)
-        tier = DeepTier(settings, slot, Persona.load(settings.persona_path), outputs, metrics)
+        outputs = Outputs(producer, settings.topics, metrics, settings.dlq_max_original_bytes, screen)
+        tier = DeepTier(settings, slot, persona, outputs, metrics)
         limits = BatchLimits(settings.deep_batch_max_size, settings.deep_batch_max_wait_ms,
                              settings.deep_inbox_high_watermark, settings.deep_inbox_low_watermark,
                              settings.commit_interval_s)

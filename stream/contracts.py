@@ -1,4 +1,5 @@
-"""Message contracts on the topics: Submission, Reply, Escalation, ShedItem, Reasoning, DeadLetter (v1).
+"""Message contracts on the topics: Submission, Reply, Escalation, ShedItem, Reasoning, DeadLetter,
+ModerationRecord, HeldReply (v1).
 
 Typed, strict (no coercion, no unknown fields) and encoded with orjson. The JSON Schema
 of each is exported to ``stream/schemas/`` (see `export_schemas`) for bot authors who
@@ -19,7 +20,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stream.errors import InvalidEnvelope, ReasonCode
-from stream.reasons import DegradeReason, RouteReason, ShedReason
+from stream.reasons import DegradeReason, ModerationAction, ModerationSide, ModerationStage, RouteReason, ShedReason
 
 SCHEMA_VERSION = 1
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -245,6 +246,23 @@ class Draft(_Contract):
     persona_version: str | None = Field(default=None, max_length=64)
 
 
+class ModerationRecord(_Contract):
+    """A moderation verdict that stopped or held something (or an operator's decision), on `moderation`."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    record_id: Identifier
+    item_id: Identifier
+    room: Identifier
+    user: UserRef
+    side: ModerationSide
+    stage: ModerationStage
+    action: ModerationAction
+    categories: list[Annotated[str, Field(min_length=1, max_length=80)]] = Field(default_factory=list, max_length=20)
+    detail: str = Field(default="", max_length=1000, description="what matched, or the guard's words")
+    reply_id: Identifier | None = Field(default=None, description="the reply judged, on the reply side")
+    at: AwareDatetime
+
+
 class Escalation(_Contract):
     """An item the fast tier hands to the deep tier on `items.deep`."""
 
@@ -258,6 +276,10 @@ class Escalation(_Contract):
     holding_sent: bool
     fast_timings: Timings
     source: Source
+    held_by: list[ModerationRecord] = Field(
+        default_factory=list, max_length=10,
+        description="verdicts that hold what the fan sent for review: the answer waits for an operator too",
+    )
 
 
 class ShedItem(_Contract):
@@ -447,6 +469,20 @@ def undecodable_dead_letter(source: Source, last_offset: int, detail: str) -> De
     )
 
 
+class HeldReply(_Contract):
+    """A reply held for an operator's review on `replies.held`; the overlay never reads that topic."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    reply: Reply
+    why: list[ModerationRecord] = Field(min_length=1, max_length=10)
+    fan_text: str | None = Field(default=None, max_length=2000, description="what the fan wrote, for the reviewer")
+    picture: str | None = Field(
+        default=None, max_length=MAX_THUMBNAIL_CHARS, pattern=r"^data:image/jpeg;base64,[A-Za-z0-9+/]+=*$",
+        description="a small JPEG of what the fan sent, for the reviewer only",
+    )
+    held_at: AwareDatetime
+
+
 CONTRACTS: dict[str, type[_Contract]] = {
     "submission.v1": Submission,
     "reply.v1": Reply,
@@ -454,6 +490,8 @@ CONTRACTS: dict[str, type[_Contract]] = {
     "shed_item.v1": ShedItem,
     "reasoning.v1": Reasoning,
     "dead_letter.v1": DeadLetter,
+    "moderation_record.v1": ModerationRecord,
+    "held_reply.v1": HeldReply,
 }
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream.errors import ReasonCode
-from stream.reasons import ESCALATION_REASONS, DegradeReason, ReplyMiss, ShedReason
+from stream.reasons import (
+    ESCALATION_REASONS, DegradeReason, ModerationAction, ModerationSide, ModerationStage, ReplyMiss, ShedReason,
+)
 from stream.tokens import Refusal
 
 # Sub-second resolution where the objective lives (a reply within a second), then minutes.
@@ -66,6 +68,20 @@ class WorkerMetrics:
             "idolstream_reply_regenerations_total", "Replies asked of the model again after a persona check miss",
             ["tier"], registry=r,
         ), [tier])
+        self.moderation_verdicts = _zeroed(Counter(
+            "idolstream_moderation_verdicts_total",
+            "Moderation verdicts that blocked or held something, by side (fan, reply), stage and action",
+            ["side", "stage", "action"],
+            registry=r,
+        ), [(side, stage, action) for side in ModerationSide for stage in ModerationStage
+            for action in (ModerationAction.REVIEW, ModerationAction.BLOCK)])
+        self.moderation_categories = Counter(
+            "idolstream_moderation_categories_total", "Categories of the moderation verdicts",
+            ["side", "stage", "category"], registry=r,
+        )
+        self.replies_held = Counter(
+            "idolstream_replies_held_total", "Replies held for an operator's review", registry=r
+        )
         self.deadline_misses = Counter(
             "idolstream_deep_deadline_misses_total", "Escalated items whose deep answer was not ready in time", registry=r
         )

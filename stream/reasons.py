@@ -1,4 +1,5 @@
-"""The vocabularies of why: why an item took its route, why it was degraded, why it was shed.
+"""The vocabularies of why: why an item took its route, why it was degraded, why it was shed,
+why a reply may not go out, and what moderation decided at which stage.
 
 They sit at the bottom with the contracts that carry them (on replies, shed records and
 metric labels); the policies that decide (routing, shedding) import them from here.
@@ -29,6 +30,7 @@ class DegradeReason(StrEnum):
     MODEL_ERROR = "model_error"  # the model failed on this item: a persona line went out
     EMPTY_ANSWER = "empty_answer"  # the model said nothing usable: a persona line went out
     PERSONA_CHECK = "persona_check"  # the reply failed the persona checks, regenerated or not: a persona line went out
+    MODERATION_BLOCKED = "moderation_blocked"  # moderation blocked the reply: a persona line went out
 
 
 class ShedReason(StrEnum):
@@ -56,3 +58,31 @@ class ReplyMiss(StrEnum):
     CONTROL_TOKENS = "control_tokens"  # chat-template tokens, also made inert (full-width) ones
     MARKUP = "markup"  # HTML, Markdown, code, links
     REASONING = "reasoning"  # thinking leftovers, talk about "the user" or being a model
+
+
+class ModerationAction(StrEnum):
+    """`allow`: show it; `review`: hold it for an operator; `block`: never show it."""
+
+    ALLOW = "allow"
+    REVIEW = "review"
+    BLOCK = "block"
+
+    @property
+    def severity(self) -> int:
+        return ("allow", "review", "block").index(self.value)
+
+
+class ModerationStage(StrEnum):
+    """Which check reached a moderation verdict."""
+
+    WORD_FILTER = "word_filter"
+    TEXT_GUARD = "text_guard"
+    IMAGE_GUARD = "image_guard"
+    HUMAN = "human"
+
+
+class ModerationSide(StrEnum):
+    """What was judged: what a fan sent, or what she would say."""
+
+    FAN = "fan"
+    REPLY = "reply"

@@ -54,6 +54,13 @@ class WorkerSettings(CommonSettings):
     max_age_s: float = Field(default=30.0, gt=0, description="items older than this when they reach a model are shed")
     min_switch_interval_s: float = Field(default=30.0, ge=0, description="model switches closer than this are refused")
     admin_host: str = Field(default="127.0.0.1", description="address of the admin/metrics HTTP (0.0.0.0 in a pod)")
+    moderation_words_path: Path = Field(
+        default=Path("config/moderation/words.json"),
+        description="the word filter's list, run on fans' names and texts and on every line before it is produced",
+    )
+    text_guard_model_id: str | None = Field(
+        default=None, description="registry id of a text guard (Qwen3Guard-Gen format) judging fans' texts; unset = none"
+    )
     check_replies: bool = Field(
         default=True,
         description="check each model reply against the persona (bubble size, language, forbidden topics, "
@@ -91,6 +98,13 @@ class FastTierSettings(WorkerSettings):
     dense_text_coverage: float = Field(default=0.5, ge=0, le=1, description="screenshots this covered in text escalate")
     trust_model_verdict: bool = Field(default=True, description="escalate when the fast model tags [think]")
     deep_deadline_ms: int = Field(default=8000, ge=100, description="an escalated item's answer is due within this")
+    image_guard_model_id: str | None = Field(
+        default=None, description="registry id of an image guard judging fans' pictures; unset = none"
+    )
+    thumbnails_without_image_guard: bool = Field(
+        default=False,
+        description="show fans' thumbnails on the overlay although no image guard checked the pictures",
+    )
     regenerate_within_ms: int = Field(
         default=3000, ge=0,
         description="a reply that failed the persona checks is regenerated only if the item, in the tier this "

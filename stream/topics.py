@@ -56,6 +56,14 @@ class TopicNames:
         return f"{self.prefix}reasoning"
 
     @property
+    def moderation(self) -> str:
+        return f"{self.prefix}moderation"
+
+    @property
+    def replies_held(self) -> str:
+        return f"{self.prefix}replies.held"
+
+    @property
     def feedback(self) -> str:
         return f"{self.prefix}feedback"
 
@@ -87,4 +95,8 @@ def topic_plan(names: TopicNames, partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(names.shed, partitions, small),
         TopicSpec(names.reasoning, partitions, small),
         TopicSpec(names.feedback, partitions, small),
+        # Verdicts that stopped or held something, and operators' decisions: kept for audits.
+        TopicSpec(names.moderation, partitions, {**small, "retention.ms": str(30 * 24 * HOUR_MS)}),
+        # Replies waiting for an operator; the gateway never reads them.
+        TopicSpec(names.replies_held, partitions, {**small, "retention.ms": str(7 * 24 * HOUR_MS)}),
     ]

@@ -78,6 +78,23 @@ async def next_frame(ws: ClientConnection, timeout: float = WAIT_S) -> dict:
     return frame
 
 
+async def frames_until(ws, done, timeout: float = WAIT_S) -> list[dict]:
+    """Reply frames (raw text kept under "_raw") until `done(replies)` holds."""
+    replies: list[dict] = []
+    async with asyncio.timeout(timeout):
+        while not done(replies):
+            raw = await ws.recv()
+            frame = orjson.loads(raw)
+            if frame["type"] == "reply":
+                replies.append({**frame["reply"], "_raw": raw})
+                await ws.send(orjson.dumps({"type": "ack", "cursor": frame["cursor"]}).decode())
+    return replies
+
+
+def answers(replies: list[dict]) -> list[dict]:
+    return [r for r in replies if r["role"] == "answer"]
+
+
 async def next_reply(ws: ClientConnection, timeout: float = WAIT_S) -> dict:
     return (await next_frame(ws, timeout))["reply"]
 
@@ -106,7 +123,7 @@ async def read_topic(bootstrap: str, topic: str, until, timeout: float = WAIT_S,
 
 @contextlib.asynccontextmanager
 async def running_stack(bootstrap: str, prefix: str, runner, deep_runner=None, deep_overrides=None, *,
-                        fast_slot: ModelSlot | None = None, **fast_overrides):
+                        fast_slot: ModelSlot | None = None, fast_moderation=None, **fast_overrides):
     """Gateway + fast tier (+ deep tier when `deep_runner` is given).
 
     Escalation and rate limits are off unless a test turns them on, so a test sees only
@@ -135,7 +152,7 @@ async def running_stack(bootstrap: str, prefix: str, runner, deep_runner=None, d
             deep_worker = await stack.enter_async_context(
                 deep_tier_service(deep, bootstrap, ModelSlot.around(deep_runner, deep_metrics), deep_metrics)
             )
-        worker = await stack.enter_async_context(fast_tier_service(fast, bootstrap, slot, metrics))
+        worker = await stack.enter_async_context(fast_tier_service(fast, bootstrap, slot, metrics, fast_moderation))
         client = await stack.enter_async_context(SubmissionClient(bootstrap, fast.topics))
         result = Stack(bootstrap, fast, deep, gw.port, client, metrics, worker, deep_metrics, deep_worker)
         try:

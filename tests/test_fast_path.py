@@ -35,7 +35,8 @@ class RecordingRunner:
 
 
 async def test_a_submission_becomes_exactly_one_reply_on_its_own_rooms_overlay(kafka_bootstrap, topic_prefix, fast_runner):
-    async with running_stack(kafka_bootstrap, topic_prefix, fast_runner) as stack:
+    # No image guard here: the operator turns thumbnails on without one.
+    async with running_stack(kafka_bootstrap, topic_prefix, fast_runner, thumbnails_without_image_guard=True) as stack:
         room_a, room_b = await stack.overlay("room-a"), await stack.overlay("room-b")
         first = await stack.submit("room-a", seed=1)
         reply = await next_reply(room_a)

@@ -8,7 +8,6 @@ import sys
 from datetime import timedelta
 
 import httpx
-import orjson
 import pytest
 
 from consumers.model_slot import ModelSlot
@@ -18,27 +17,10 @@ from stream.persona import Persona
 from stream.models.backends import load_runner
 from stream.switching import ModelSwitchGate
 from tests.conftest import PROJECT_ROOT
-from tests.stack import WAIT_S, RecordingRunner, read_topic, running_stack
+from tests.stack import WAIT_S, RecordingRunner, answers, frames_until, read_topic, running_stack
 
 pytestmark = pytest.mark.kafka
 MATHS = "Can you solve this one from my homework? 12 + 30 x 2 = ?"
-
-
-async def frames_until(ws, done, timeout: float = WAIT_S) -> list[dict]:
-    """Reply frames (raw text kept under "_raw") until `done(replies)` holds."""
-    replies: list[dict] = []
-    async with asyncio.timeout(timeout):
-        while not done(replies):
-            raw = await ws.recv()
-            frame = orjson.loads(raw)
-            if frame["type"] == "reply":
-                replies.append({**frame["reply"], "_raw": raw})
-                await ws.send(orjson.dumps({"type": "ack", "cursor": frame["cursor"]}).decode())
-    return replies
-
-
-def answers(replies: list[dict]) -> list[dict]:
-    return [r for r in replies if r["role"] == "answer"]
 
 
 class RamblingRunner:

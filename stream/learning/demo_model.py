@@ -87,7 +87,7 @@ class DemoPlan:
     """How much data and training the demo model gets (the defaults fit ~3 minutes on 2 cores)."""
 
     examples: int = 1000
-    steps: int = 400
+    steps: int = 500
     batch_size: int = 16
     learning_rate: float = 4e-3
     seed: int = 0
