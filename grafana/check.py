@@ -19,7 +19,13 @@ from stream.dashboards import expand, label_values, problems, queries, variables
 
 HERE = Path(__file__).resolve().parent
 # The variables each dashboard must offer: a datasource, and the tier (and room) filters.
-REQUIRED = {"overview.json": ("datasource", "tier", "room"), "model.json": ("datasource", "tier")}
+REQUIRED = {
+    "overview.json": ("datasource", "tier", "room"),
+    "model.json": ("datasource", "tier"),
+    "safety.json": ("datasource", "tier"),
+}
+
+
 def placeholder_values(dashboard: dict) -> dict[str, str]:
     """A value for each variable that keeps regex matchers valid (`tier=~"$tier"`)."""
     return {name: ".+" for name in variables(dashboard)}

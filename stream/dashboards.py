@@ -54,7 +54,9 @@ def label_values(variable: Mapping[str, Any]) -> tuple[str, str]:
     text = ((query.get("query") if isinstance(query, dict) else query) or "").strip()
     match = _LABEL_VALUES.match(text)
     if match is None:
-        raise ValueError(f"${variable.get('name')}: only label_values(metric, label) queries are supported, got {text!r}")
+        raise ValueError(
+            f"${variable.get('name')}: only label_values(metric, label) queries are supported, got {text!r}"
+        )
     label = match.group(2)
     return match.group(1) or f'{{__name__=~"idolstream_.+", {label}!=""}}', label
 
@@ -91,13 +93,18 @@ def problems(dashboard: Mapping[str, Any], required_variables: tuple[str, ...] =
     if source is not None and (source.get("type") != "datasource" or source.get("query") != "prometheus"):
         found.append(f"{title}: $datasource must be a Prometheus datasource variable")
     for name, variable in declared.items():
-        if name != "datasource" and variable.get("type") == "query" and variable.get("datasource", {}).get("uid") != DATASOURCE_REF:
+        queried = variable.get("datasource", {}).get("uid")
+        if name != "datasource" and variable.get("type") == "query" and queried != DATASOURCE_REF:
             found.append(f"{title}: variable ${name} does not query {DATASOURCE_REF}")
     ids: set[int] = set()
+    titles: set[str] = set()
     for panel in panels(dashboard):
         where = f"{title} / {panel.get('title') or '(untitled panel)'}"
         if not panel.get("title"):
             found.append(f"{where}: no title")
+        elif panel["title"] in titles:  # operators (and the checks) name a panel by its title
+            found.append(f"{where}: the title is used twice")
+        titles.add(panel.get("title"))
         if panel.get("id") in ids:
             found.append(f"{where}: panel id {panel.get('id')} is used twice")
         ids.add(panel.get("id"))

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_make_check_grafana_passes():
     done = subprocess.run(["make", "-s", "check-grafana"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "dashboards: 2 sound" in done.stdout
+    assert "dashboards: 3 sound" in done.stdout
     assert "SUCCESS: 5 rules found" in done.stdout
     assert "SUCCESS" in done.stdout.split("Unit Testing")[1], "promtool test rules ran and passed"
 
@@ -76,3 +76,11 @@ def test_a_dashboard_without_its_room_filter_is_refused(tmp_path):
 
     done = _check_with_overview(tmp_path, change)
     assert done.returncode == 1 and "no $room variable" in done.stdout
+
+
+def test_two_panels_with_one_title_are_refused(tmp_path):
+    def change(dashboard):
+        next(p for p in dashboard["panels"] if p.get("title") == "Escalations by reason")["title"] = "Lag"
+
+    done = _check_with_overview(tmp_path, change)
+    assert done.returncode == 1 and "Lag: the title is used twice" in done.stdout, done.stdout
