@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +17,7 @@ def test_make_check_grafana_passes():
     done = subprocess.run(["make", "-s", "check-grafana"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "dashboards: 3 sound" in done.stdout
-    assert "SUCCESS: 5 rules found" in done.stdout
+    assert "SUCCESS: 7 rules found" in done.stdout
     assert "SUCCESS" in done.stdout.split("Unit Testing")[1], "promtool test rules ran and passed"
 
 
@@ -30,6 +31,15 @@ def test_the_rule_tests_would_catch_an_alert_that_never_fires(tmp_path):
     done = subprocess.run(["promtool", "test", "rules", "idolstream.rules.test.yml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "IdolstreamNoRepliesLeaving" in done.stdout + done.stderr
+
+
+def test_every_alert_has_a_rule_test_in_which_it_fires():
+    rules = yaml.safe_load((ROOT / "grafana" / "alerts" / "idolstream.rules.yml").read_text())
+    tests = yaml.safe_load((ROOT / "grafana" / "alerts" / "idolstream.rules.test.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    fired = {case["alertname"] for test in tests["tests"] for case in test.get("alert_rule_test", [])
+             if case.get("exp_alerts")}
+    assert alerts - fired == set(), "alerts no rule test sees firing"
 
 
 def _check_with_overview(tmp_path, change) -> subprocess.CompletedProcess:
