@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from producers.samples import sample_item
 from stream.dashboards import alert_operands, expand, label_values, queries, variables
 from tests.stack import WAIT_S, next_reply, running_stack
 
@@ -24,6 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "grafana" / "alerts" / "idolstream.rules.yml"
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 MATHS = "Can you solve this one from my homework? 12 + 30 x 2 = ?"
+# Fans' texts the shipped word list (config/moderation/words.json) blocks, two spam and two insults,
+# and one it holds for review.
+BLOCKED = ["加微信 免费领取 free followers", "you are such an idiot", "加我微信，便宜刷粉", "loser streamer lol"]
+RAID = 40  # blocked items in a burst: over the raid alert's 6 a minute, averaged over its 5 minutes
+INVALID = 7  # items that are not JSON: 7 in 53, over the dead-letter alert's 10%
+TO_REVIEW = "exams again tomorrow... I want to die"
+# The variables' values each dashboard must find: the overview's tiers are those that answered.
+MODEL_TIERS = {"tier": {"fast", "deep"}}
+EXPECTED = {"model.json": MODEL_TIERS, "safety.json": MODEL_TIERS}
 
 
 def free_port() -> int:
@@ -101,37 +111,44 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
     async with running_stack(
         kafka_bootstrap, topic_prefix, fast_runner, deep_runner, {"deep_admin_port": 0},
         admin_port=0, deep_deadline_ms=60_000,
+        # The persona checks on: random replies to fans who wrote English are seldom English, so
+        # they miss and are regenerated (on time whatever the machine's load).
+        check_replies=True, regenerate_within_ms=60_000,
     ) as stack:
         targets = {"fast-tier": stack.fast_worker.admin_port, "deep-tier": stack.deep_worker.admin_port,
                    "gateway": stack.gateway_port}
         async with running_prometheus(tmp_path, targets) as api:
-            # Sample load: plain items, one that escalates to the deep tier, one that is not JSON.
+            # Sample load: a raid of fans' items the word filter blocks, one held for review, plain
+            # items, one that escalates to the deep tier, items that are not JSON.
             overlay = await stack.overlay("room-p")
+            raider = sample_item(20)
+            for n in range(RAID):
+                await stack.client.submit(raider.to_submission("room-p", text=BLOCKED[n % len(BLOCKED)]))
+            await stack.submit("room-p", seed=7, text=TO_REVIEW)
             for seed in range(4):
                 await stack.submit("room-p", seed=seed)
             await stack.submit("room-p", seed=9, text=MATHS)
-            await stack.client.submit_raw("fan_image", "room-p", b'{"schema_version": 1,')
+            for _ in range(INVALID):
+                await stack.client.submit_raw("fan_image", "room-p", b'{"schema_version": 1,')
             answered: set[str] = set()  # tiers of the answers (persona lines are tier "fallback")
-            while "deep" not in answered:  # four fast answers, a holding line, then the deep answer
+            while "deep" not in answered:  # the fast answers (or persona lines), holding lines, the deep answer
                 reply = await next_reply(overlay)
                 if reply["role"] == "answer":
                     answered.add(reply["tier"])
 
             # Each dashboard's variables take their values from what Prometheus scraped, as in Grafana.
-            expected = {"tier": answered, "room": {"room-p"}}
-            expected_model = {"tier": {"fast", "deep"}}  # the model dashboard's tiers are the model-running ones
             panel_queries: dict[str, str] = {}
             for path in DASHBOARDS:
                 dashboard = json.loads(path.read_text())
-                want = expected_model if path.name == "model.json" else expected
+                want = EXPECTED.get(path.name, {"tier": answered, "room": {"room-p"}})
                 values = {}
                 for name, variable in variables(dashboard).items():
                     if variable["type"] != "query":
                         continue
                     metric, label = label_values(variable)
                     async with asyncio.timeout(WAIT_S):
-                        while not set(found := (await api.get(f"/api/v1/label/{label}/values",
-                                                              params={"match[]": metric})).json()["data"]) >= want[name]:
+                        while not set(found := (await api.get(f"/api/v1/label/{label}/values", params={
+                            "match[]": metric})).json()["data"]) >= want[name]:
                             await asyncio.sleep(0.5)
                     values[name] = "|".join(found)
                 panel_queries |= {
@@ -143,18 +160,30 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
                 for group in rules for rule in group["rules"]
                 for i, operand in enumerate(alert_operands(rule["expr"]), 1)
             }
-            assert len(panel_queries) >= 30
+            assert len(panel_queries) >= 45 and "safety.json" in {p.name for p in DASHBOARDS}
             assert {key.split()[1] for key in alert_queries} == {r["alert"] for g in rules for r in g["rules"]}
             missing = await until_series(api, {**panel_queries, **alert_queries})
             assert not missing, "no series for:\n" + "\n".join(f"{k}: {v}" for k, v in missing.items())
 
-            # The figures are the load's: six items read by the fast tier, one dead letter, the maths
-            # item escalated (the random-weight model may escalate others), each escalation read by the deep tier.
+            # The figures are the load's: every item read by the fast tier, the dead letters, the maths
+            # item escalated (the random-weight model may escalate others), each escalation read by the deep
+            # tier; the raid's items blocked by the word filter and one held for review, by category; the
+            # held item's answer (and any holding line or deep answer it got) held; replies that missed
+            # the persona checks, and their regenerations.
             wanted = {
-                'sum(idolstream_items_consumed_total{tier="fast"})': 6,
-                'sum(idolstream_dead_letters_total{reason="invalid_json"})': 1,
+                'sum(idolstream_items_consumed_total{tier="fast"})': RAID + 6 + INVALID,
+                'sum(idolstream_dead_letters_total{reason="invalid_json"})': INVALID,
                 'sum(idolstream_escalations_total{reason="maths"})': 1,
                 'sum(idolstream_items_consumed_total{tier="deep"}) - sum(idolstream_escalations_total)': 0,
+                'sum(idolstream_moderation_verdicts_total{side="fan", stage="word_filter", action="block"})': RAID,
+                'sum(idolstream_moderation_verdicts_total{side="fan", stage="word_filter", action="review"})': 1,
+                'sum(idolstream_moderation_verdicts_total{side="fan", stage!="word_filter"})': 0,
+                'sum(idolstream_moderation_categories_total{side="fan", category="spam"})': RAID // 2,
+                'sum(idolstream_moderation_categories_total{side="fan", category="insult"})': RAID // 2,
+                'sum(idolstream_moderation_categories_total{side="fan", category="self_harm"})': 1,
+                'sum(idolstream_replies_held_total) >= bool 1': 1,
+                'sum(idolstream_reply_check_misses_total{tier="fast"}) >= bool 1': 1,
+                'sum(idolstream_reply_regenerations_total{tier="fast"}) >= bool 1': 1,
             }
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(WAIT_S):
@@ -162,15 +191,19 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
                         await asyncio.sleep(0.5)
             assert not got, f"Prometheus has {got}, the load was {wanted}"
 
-            # Prometheus evaluates every alert rule without error; the dead-letter alert sees
-            # one item in six (over its 10%) and goes pending, the deadline and lag ones stay quiet.
+            # Prometheus evaluates every alert rule without error. The dead-letter alert sees 7 items in 53
+            # (over its 10%) and goes pending (`for: 5m` keeps it from firing yet); the raid alert sees 40
+            # of 53 blocked, more than 6 a minute over its 5 minutes, and goes pending (firing after its
+            # 2 minutes on a slow machine). The deadline and lag ones stay quiet.
             names = {rule["alert"] for group in rules for rule in group["rules"]}
+            raised = ("IdolstreamDeadLettersHigh", "IdolstreamFanItemsBlockedSurge")
             async with asyncio.timeout(WAIT_S):
-                while (evaluated := await alert_rules(api))["IdolstreamDeadLettersHigh"]["state"] == "inactive":
+                while "inactive" in {(evaluated := await alert_rules(api))[name]["state"] for name in raised}:
                     await asyncio.sleep(0.5)
             assert set(evaluated) == names
             assert {name: r["health"] for name, r in evaluated.items()} == dict.fromkeys(names, "ok"), evaluated
-            assert evaluated["IdolstreamDeadLettersHigh"]["state"] == "pending"  # `for: 5m` keeps it from firing yet
+            assert evaluated["IdolstreamDeadLettersHigh"]["state"] == "pending"
+            assert evaluated["IdolstreamFanItemsBlockedSurge"]["state"] in ("pending", "firing")
             assert evaluated["IdolstreamDeepDeadlineMisses"]["state"] == "inactive"
             assert evaluated["IdolstreamConsumerLagGrowing"]["state"] == "inactive"
 
