@@ -28,7 +28,9 @@ from stream.moderation.gate import ReplyScreen
 from stream.moderation.guard import GuardPolicy, ImageGuard, TextGuard
 from stream.moderation.text_filter import TextFilter
 from stream.persona import Persona
-from stream.settings import CommonSettings, DeepTierSettings, FastTierSettings, GatewaySettings, WorkerSettings
+from stream.settings import (
+    CommonSettings, ConsoleSettings, DeepTierSettings, FastTierSettings, GatewaySettings, WorkerSettings,
+)
 from stream.switching import ModelSwitchGate
 from stream.topics import topic_plan
 
@@ -286,6 +288,15 @@ async def serve_fast_tier(settings: FastTierSettings) -> None:
 
 async def serve_deep_tier(settings: DeepTierSettings) -> None:
     await _serve_tier(settings, settings.deep_model_id, deep_tier_service, "deep", settings.deep_group_id)
+
+
+async def serve_console(settings: ConsoleSettings) -> None:
+    from consumers.console import console_service
+
+    bootstrap = bootstrap_for(settings, start_local=False)
+    async with console_service(settings, bootstrap) as (console, port):
+        log.info("console up: http://%s:%d/ (sign in with `idolstream operator-token`)", settings.console_host, port)
+        await until_signalled(console.reading)
 
 
 async def serve_gateway(settings: GatewaySettings) -> None:

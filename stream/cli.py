@@ -6,9 +6,10 @@
     idolstream models train-demo [--steps N --seed S --out DIR]   train the demo model here
     idolstream models finetune --base ID --data FILE.jsonl --out DIR [--lora]   fine-tune and register
     idolstream submit --room R --user U [--text T] IMAGE...
-    idolstream serve fast-tier|deep-tier|gateway   run one service until SIGTERM
+    idolstream serve fast-tier|deep-tier|gateway|console   run one service until SIGTERM
     idolstream switch-model MODEL_ID --admin URL     ask a running tier to switch model
     idolstream token --room R [--ttl S]  a signed room token for the overlay page
+    idolstream operator-token --operator NAME [--ttl S]   a signed token for the operator console
     idolstream schemas                   export the contracts' JSON Schemas
     idolstream persona check FILE        validate a persona file, naming each bad field
     idolstream moderation check [--words FILE] TEXT   the word filter's verdict on TEXT, as JSON
@@ -29,6 +30,7 @@ from pathlib import Path
 from stream.errors import IdolstreamError
 from stream.settings import (
     CommonSettings,
+    ConsoleSettings,
     DeepTierSettings,
     FastTierSettings,
     GatewaySettings,
@@ -200,9 +202,11 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from consumers.services import serve_deep_tier, serve_fast_tier, serve_gateway
+    from consumers.services import serve_console, serve_deep_tier, serve_fast_tier, serve_gateway
 
-    if args.service == "fast-tier":
+    if args.service == "console":
+        asyncio.run(serve_console(load_settings(ConsoleSettings)))
+    elif args.service == "fast-tier":
         asyncio.run(serve_fast_tier(load_settings(FastTierSettings)))
     elif args.service == "deep-tier":
         asyncio.run(serve_deep_tier(load_settings(DeepTierSettings)))
@@ -236,6 +240,17 @@ def _token(args: argparse.Namespace) -> int:
     print(token)
     query = urlencode({"room": args.room, "token": token})
     print(f"overlay: http://{settings.host}:{settings.port}/?{query}", file=sys.stderr)
+    return 0
+
+
+def _operator_token(args: argparse.Namespace) -> int:
+    """Print an operator token signed with IDOLSTREAM_CONSOLE_SECRET, and the console URL on stderr."""
+    from stream.tokens import issue_operator_token
+
+    settings = load_settings(ConsoleSettings)
+    token = issue_operator_token(settings.secret(), args.operator, args.ttl)
+    print(token)
+    print(f"console: http://{settings.console_host}:{settings.console_port}/#token={token}", file=sys.stderr)
     return 0
 
 
@@ -349,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(func=_submit)
 
     serve = sub.add_parser("serve", help="run one service until SIGTERM")
-    serve.add_argument("service", choices=["fast-tier", "deep-tier", "gateway"])
+    serve.add_argument("service", choices=["fast-tier", "deep-tier", "gateway", "console"])
     serve.set_defaults(func=_serve)
 
     switch = sub.add_parser("switch-model", help="ask a running tier to switch to another registry model")
@@ -361,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--room", required=True)
     token.add_argument("--ttl", type=float, default=86_400.0, help="seconds until it expires (default: a day)")
     token.set_defaults(func=_token)
+
+    operator = sub.add_parser(
+        "operator-token", help="issue a signed operator token for the console (IDOLSTREAM_CONSOLE_SECRET)"
+    )
+    operator.add_argument("--operator", required=True, help="the operator's name, recorded on every decision")
+    operator.add_argument("--ttl", type=float, default=43_200.0, help="seconds until it expires (default: 12 h)")
+    operator.set_defaults(func=_operator_token)
 
     sub.add_parser("schemas", help="export JSON Schemas into stream/schemas").set_defaults(func=_schemas)
 

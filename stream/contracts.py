@@ -1,5 +1,5 @@
 """Message contracts on the topics: Submission, Reply, Escalation, ShedItem, Reasoning, DeadLetter,
-ModerationRecord, HeldReply (v1).
+ModerationRecord, HeldReply, ReviewDecision (v1).
 
 Typed, strict (no coercion, no unknown fields) and encoded with orjson. The JSON Schema
 of each is exported to ``stream/schemas/`` (see `export_schemas`) for bot authors who
@@ -483,6 +483,23 @@ class HeldReply(_Contract):
     held_at: AwareDatetime
 
 
+class ReviewDecision(_Contract):
+    """An operator's decision on a held reply, on `review.decisions`: the audit record of the console."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    decision_id: Identifier
+    reply_id: Identifier
+    item_id: Identifier
+    room: Identifier
+    operator: str = Field(min_length=1, max_length=128, description="who decided (the console token's subject)")
+    decision: Literal["approve", "reject"]
+    edited: bool = Field(description="the operator changed the text before approving")
+    before: str = Field(min_length=1, max_length=2000, description="the held reply's text")
+    after: str | None = Field(default=None, max_length=2000, description="the text that went out; None when rejected")
+    held_at: AwareDatetime
+    at: AwareDatetime
+
+
 CONTRACTS: dict[str, type[_Contract]] = {
     "submission.v1": Submission,
     "reply.v1": Reply,
@@ -492,6 +509,7 @@ CONTRACTS: dict[str, type[_Contract]] = {
     "dead_letter.v1": DeadLetter,
     "moderation_record.v1": ModerationRecord,
     "held_reply.v1": HeldReply,
+    "review_decision.v1": ReviewDecision,
 }
 
 

@@ -191,3 +191,26 @@ class GatewayMetrics:
             "idolstream_ws_invalid_replies_total",
             "Records on the replies topic that were not replies or could not be decoded", registry=r,
         )
+
+
+class ConsoleMetrics:
+    """What the operator console reports: the review queue and the decisions taken."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.review_pending = Gauge("idolstream_review_pending", "Held replies waiting for an operator", registry=r)
+        self.review_oldest = Gauge(
+            "idolstream_review_oldest_pending_seconds", "Age of the oldest held reply waiting for an operator",
+            registry=r,
+        )
+        self.review_unlisted = Gauge(
+            "idolstream_review_unlisted", "Held replies beyond the console's list, shown once older ones are decided",
+            registry=r,
+        )
+        self.review_decisions = _zeroed(Counter(
+            "idolstream_review_decisions_total", "Operators' decisions on held replies", ["decision"], registry=r,
+        ), ["approve", "reject"])
+        self.refused = Counter(
+            "idolstream_console_refused_total", "Console API requests refused, by why", ["reason"], registry=r
+        )

@@ -140,6 +140,45 @@ class DeepTierSettings(WorkerSettings):
     deep_admin_port: int | None = Field(default=None, ge=0, description="the deep tier's admin port; unset = off, 0 = any")
 
 
+class ConsoleSettings(FastTierSettings):
+    """The operator console: the review queue, a playground, the tiers' models (registry, persona, list as the fast tier)."""
+
+    console_host: str = Field(default="127.0.0.1", description="address the console listens on")
+    console_port: int = Field(default=8770, ge=0, description="port of the console page and its API; 0 = any")
+    console_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret of operator tokens (32+ bytes, not the overlay's); `idolstream operator-token` signs",
+    )
+    tier_admins: str = Field(
+        default="", description="the tiers' admin URLs, e.g. fast=http://127.0.0.1:8081,deep=http://127.0.0.1:8082"
+    )
+    review_capacity: int = Field(default=2000, ge=1, description="held replies listed at most, oldest first")
+    playground_model_id: str | None = Field(
+        default=None, description="the playground's model until one is picked; unset = the fast model (model_id)"
+    )
+
+    def secret(self) -> bytes:
+        if self.console_secret is None:
+            raise ConfigError(
+                "set IDOLSTREAM_CONSOLE_SECRET (32+ bytes, e.g. `openssl rand -hex 32`, not the overlay's): "
+                "operators sign in with a token signed with it"
+            )
+        value = self.console_secret.get_secret_value().encode()
+        if len(value) < MIN_SECRET_BYTES:
+            raise ConfigError(f"IDOLSTREAM_CONSOLE_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+    def admins(self) -> dict[str, str]:
+        """tier -> admin base URL."""
+        found = {}
+        for part in filter(None, (p.strip() for p in self.tier_admins.split(","))):
+            tier, _, url = part.partition("=")
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"IDOLSTREAM_TIER_ADMINS: {part!r} is not tier=http(s)://host:port")
+            found[tier.strip()] = url.strip().rstrip("/")
+        return found
+
+
 class GatewaySettings(CommonSettings):
     host: str = Field(default="127.0.0.1", description="address the gateway listens on")
     port: int = Field(default=8765, description="port of the overlay page and websocket")

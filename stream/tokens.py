@@ -1,4 +1,4 @@
-"""Room tokens: who may read a room's replies on the overlay gateway.
+"""Room tokens: who may read a room's replies on the overlay gateway; operator tokens: who may use the console.
 
 A token is an HS256 JWT signed with the gateway's secret, naming one room and an expiry
 (`idolstream token --room R --ttl S`). Any JWT library can issue one, so a control panel
@@ -14,6 +14,7 @@ from enum import StrEnum
 import jwt
 
 AUDIENCE = "idolstream-overlay"
+OPERATOR_AUDIENCE = "idolstream-console"  # never accepted by the gateway, nor a room token by the console
 MIN_SECRET_BYTES = 32  # RFC 7518: an HS256 key at least as long as the hash
 
 
@@ -59,13 +60,19 @@ def check_token(secret: bytes, token: str | None, room: str, now: float | None =
         return Refusal.BAD_SIGNATURE
     except jwt.InvalidTokenError:
         return Refusal.MALFORMED
-    # Expiry is checked here rather than by PyJWT so that `now` can be given.
-    expires = claims["exp"]
-    if isinstance(expires, bool) or not isinstance(expires, int | float) or expires <= (time.time() if now is None else now):
+    if _expired(claims, now):
         return Refusal.EXPIRED
     if claims["room"] != room:
         return Refusal.WRONG_ROOM
     return None
+
+
+def _expired(claims: dict, now: float | None) -> bool:
+    """Expiry is checked here rather than by PyJWT so that `now` can be given."""
+    expires = claims["exp"]
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
+        return True
+    return expires <= (time.time() if now is None else now)
 
 
 def origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:
@@ -74,3 +81,35 @@ def origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:
     Browsers always send `Origin`; with a list set, a client that sends none is refused too.
     """
     return not allowed or origin in allowed
+
+
+def issue_operator_token(secret: bytes, operator: str, ttl_s: float, now: float | None = None) -> str:
+    """A console token for `operator` (the name every decision they take is recorded under)."""
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"the console secret must be at least {MIN_SECRET_BYTES} bytes")
+    if not operator.strip():
+        raise ValueError("an operator token names its operator")
+    issued = int(time.time() if now is None else now)
+    claims = {"sub": operator, "aud": OPERATOR_AUDIENCE, "iat": issued, "exp": issued + max(1, int(ttl_s))}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def check_operator_token(
+    secret: bytes, token: str | None, now: float | None = None
+) -> tuple[str | None, Refusal | None]:
+    """``(operator, None)`` when `token` is a valid console token at `now`, else ``(None, why not)``."""
+    if not token:
+        return None, Refusal.MISSING
+    options = {"require": ["exp", "sub", "aud"], "verify_exp": False, "verify_iat": False}
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], audience=OPERATOR_AUDIENCE, options=options)
+    except jwt.InvalidSignatureError:
+        return None, Refusal.BAD_SIGNATURE
+    except jwt.InvalidTokenError:
+        return None, Refusal.MALFORMED
+    if _expired(claims, now):
+        return None, Refusal.EXPIRED
+    operator = claims["sub"]
+    if not isinstance(operator, str) or not operator.strip():
+        return None, Refusal.MALFORMED
+    return operator, None

@@ -64,6 +64,10 @@ class TopicNames:
         return f"{self.prefix}replies.held"
 
     @property
+    def review_decisions(self) -> str:
+        return f"{self.prefix}review.decisions"
+
+    @property
     def feedback(self) -> str:
         return f"{self.prefix}feedback"
 
@@ -99,4 +103,6 @@ def topic_plan(names: TopicNames, partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(names.moderation, partitions, {**small, "retention.ms": str(30 * 24 * HOUR_MS)}),
         # Replies waiting for an operator; the gateway never reads them.
         TopicSpec(names.replies_held, partitions, {**small, "retention.ms": str(7 * 24 * HOUR_MS)}),
+        # Operators' decisions on held replies (who, when, what, before and after): the audit trail.
+        TopicSpec(names.review_decisions, partitions, {**small, "retention.ms": str(30 * 24 * HOUR_MS)}),
     ]

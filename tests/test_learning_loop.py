@@ -98,6 +98,7 @@ async def test_finetuned_on_liked_replies_and_switched_live_she_says_the_phrase_
     worker = WorkerProcess(
         "fast", kafka_bootstrap, topic_prefix, cwd=project, model_id=DEMO_MODEL_ID, registry_path=registry_path,
         persona_path=PROJECT_ROOT / "config" / "persona.json", admin_port=admin.rsplit(":", 1)[1],
+        moderation_words_path=PROJECT_ROOT / "config" / "moderation" / "words.json",
         escalate="false", check_replies="true", user_max_items=0, room_max_replies=0, max_age_s=1200, min_switch_interval_s=0,
     )
     before_items = plain_held_out(BEFORE, 21, "loop")

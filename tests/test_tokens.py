@@ -55,3 +55,21 @@ def test_an_origin_allow_list_admits_only_its_origins():
     assert not origin_allowed("https://evil.example", allowed)
     assert not origin_allowed(None, allowed)
     assert origin_allowed("https://anything.example", frozenset())
+
+
+def test_an_operator_token_names_its_operator_and_opens_no_overlay():
+    from stream.tokens import check_operator_token, issue_operator_token
+
+    operator = issue_operator_token(SECRET, "Rin", 60, now=1000)
+    assert check_operator_token(SECRET, operator, now=1030) == ("Rin", None)
+    assert check_operator_token(SECRET, operator, now=1061) == (None, Refusal.EXPIRED)
+    assert check_token(SECRET, operator, "room-1", now=1030) is not None  # not a room token
+
+
+def test_a_room_token_opens_no_console():
+    from stream.tokens import check_operator_token
+
+    room = issue_token(SECRET, "room-1", 60, now=1000)
+    assert check_operator_token(SECRET, room, now=1030) == (None, Refusal.MALFORMED)
+    assert check_operator_token(SECRET, None) == (None, Refusal.MISSING)
+    assert check_operator_token(b"another secret, also long enough!!", room, now=1030)[1] is Refusal.BAD_SIGNATURE
