@@ -131,13 +131,16 @@ class Console:
                         log.warning("skipped undecodable records at %s: %s", record, record.error)
                         continue
                     self._apply(record.topic, record.value)
-            if not self.ready.is_set() and all(await self._position(tp) >= end for tp, end in ends.items()):
+            if not self.ready.is_set() and await self._caught_up(ends):
                 self.ready.set()
                 log.info("review queue read back: %d waiting", len(self.queue))
             self._gauges()
 
-    async def _position(self, tp: TopicPartition) -> int:
-        return await self.reader.position(tp)
+    async def _caught_up(self, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if await self.reader.position(tp) < end:
+                return False
+        return True
 
     def _apply(self, topic: str, raw: bytes | None) -> None:
         try:

@@ -118,6 +118,11 @@ async def test_the_console_api_refuses_anything_but_an_operator_token(kafka_boot
             assert missing.status_code == 404
             page = await http.get("/")
             assert page.status_code == 200 and "idolstream console" in page.text
+            async with asyncio.timeout(WAIT_S):  # the queue is read back, and the reader keeps following
+                while (await http.get("/readyz")).status_code != 200:
+                    await asyncio.sleep(0.1)  # polling a condition, bounded by the timeout
+            await asyncio.sleep(0)  # one more turn of the reader's loop: it must still be reading
+            assert not console.reading.done(), console.reading
 
 
 def _png(colour) -> bytes:

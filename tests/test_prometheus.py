@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from producers.samples import sample_item
+from consumers.console import console_service
 from stream.dashboards import alert_operands, expand, label_values, queries, variables
+from stream.settings import ConsoleSettings
 from tests.stack import WAIT_S, next_reply, running_stack
 
 pytestmark = pytest.mark.kafka
@@ -114,9 +116,13 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
         # The persona checks on: random replies to fans who wrote English are seldom English, so
         # they miss and are regenerated (on time whatever the machine's load).
         check_replies=True, regenerate_within_ms=60_000,
-    ) as stack:
+    ) as stack, console_service(
+        ConsoleSettings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, topic_partitions=2,
+                        console_port=0, console_secret="console-secret-for-tests-only-0123456789"),
+        kafka_bootstrap,
+    ) as (_, console_port):
         targets = {"fast-tier": stack.fast_worker.admin_port, "deep-tier": stack.deep_worker.admin_port,
-                   "gateway": stack.gateway_port}
+                   "gateway": stack.gateway_port, "console": console_port}
         async with running_prometheus(tmp_path, targets) as api:
             # Sample load: a raid of fans' items the word filter blocks, one held for review, plain
             # items, one that escalates to the deep tier, items that are not JSON.
@@ -184,6 +190,8 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
                 'sum(idolstream_replies_held_total) >= bool 1': 1,
                 'sum(idolstream_reply_check_misses_total{tier="fast"}) >= bool 1': 1,
                 'sum(idolstream_reply_regenerations_total{tier="fast"}) >= bool 1': 1,
+                # The console reads the held replies back: they wait in its review queue.
+                'max(idolstream_review_pending) >= bool 1': 1,
             }
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(WAIT_S):
