@@ -54,7 +54,9 @@ from stream.topics import TopicNames, TopicSpec, topic_plan
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "k8s" / "base"
 RULES_FILE = ROOT / "grafana" / "alerts" / "idolstream.rules.yml"
-CONFIG_COPIES = ("persona.json", "models.json")  # config/<name> -> k8s/base/config/<name>
+# config/<path> -> k8s/base/config/<name>, carried by a ConfigMap under the key <name>.
+CONFIG_COPIES = {"persona.json": "persona.json", "models.json": "models.json",
+                 "moderation/words.json": "moderation-words.json"}
 DEFAULT_CRD_DIR = "../shared/crds"  # relative to the repository root
 CRD_GROUPS = ("kafka.strimzi.io", "keda.sh", "monitoring.coreos.com")
 
@@ -552,15 +554,15 @@ def check_alert_rules(docs: list[dict], rules_file: Path, report: Report) -> Non
 
 def check_config_copies(docs: list[dict], report: Report) -> None:
     """The persona and registry ConfigMaps hold the project's own files."""
-    for filename in CONFIG_COPIES:
+    for source, filename in CONFIG_COPIES.items():
         maps = [doc for doc in of_kind(docs, "ConfigMap") if filename in (doc.get("data") or {})]
         if not maps:
             report.problems.append(f"no ConfigMap carries {filename}")
-        project = json.loads((ROOT / "config" / filename).read_text())
+        project = json.loads((ROOT / "config" / source).read_text())
         for doc in maps:
             if json.loads(doc["data"][filename]) != project:
                 report.problems.append(
-                    f"{ref(doc)}: {filename} differs from config/{filename} (run `python k8s/check.py --sync`)"
+                    f"{ref(doc)}: {filename} differs from config/{source} (run `python k8s/check.py --sync`)"
                 )
 
 
@@ -587,6 +589,7 @@ def check_workloads(docs: list[dict], served: list[ServedContainer], policy: Pol
     for served_container in served:
         check_served(docs, served_container, policy, deadline_s, report)
     report.facts.append(f"{len(served)} services run `idolstream serve` with valid settings and probes")
+
 
 
 def check_image(image: str, policy: Policy, where: str, report: Report) -> None:
@@ -670,7 +673,8 @@ def check_served(docs: list[dict], c: ServedContainer, policy: Policy, deadline_
         report.problems.append(f"{c.where}: a tier without a GPU (nvidia.com/gpu limit)")
     if not policy.gpu and asks_gpu:
         report.problems.append(f"{c.where}: asks for a GPU in an overlay meant to run without one")
-    files = {name: mounted_file(docs, c, getattr(settings, name)) for name in ("persona_path", "registry_path")}
+    files = {name: mounted_file(docs, c, getattr(settings, name))
+             for name in ("persona_path", "registry_path", "moderation_words_path")}
     for name, content in files.items():
         if content is None:
             report.problems.append(
@@ -926,9 +930,9 @@ def prometheus_rule_text(rules_text: str) -> str:
 
 def sync_copies() -> list[Path]:
     written = []
-    for filename in CONFIG_COPIES:
+    for source, filename in CONFIG_COPIES.items():
         target = BASE / "config" / filename
-        target.write_bytes((ROOT / "config" / filename).read_bytes())
+        target.write_bytes((ROOT / "config" / source).read_bytes())
         written.append(target)
     target = BASE / "prometheusrule.yaml"
     target.write_text(prometheus_rule_text(RULES_FILE.read_text()))

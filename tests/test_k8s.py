@@ -202,6 +202,11 @@ def _persona_not_mounted(docs):
     next(e for e in env if e["name"] == "IDOLSTREAM_PERSONA_PATH")["value"] = "/etc/persona.json"
 
 
+def _word_list_not_set(docs):
+    env = container(docs, "deep-tier")["env"]
+    env[:] = [e for e in env if e["name"] != "IDOLSTREAM_MODERATION_WORDS_PATH"]
+
+
 def _short_overlay_secret(docs):
     secret = next(doc for doc in docs if doc["kind"] == "Secret")
     secret["data"]["secret"] = "c2hvcnQ="  # "short"
@@ -273,6 +278,7 @@ MUTATIONS = [
     ("prod", _not_a_cli_subcommand, "is refused by the CLI"),
     ("prod", _unknown_model, "model Qwen/Qwen3-VL-2B-Instruct is a fast-tier model, not deep"),
     ("dev", _persona_not_mounted, "IDOLSTREAM_PERSONA_PATH=/etc/persona.json is no file of a mounted ConfigMap"),
+    ("prod", _word_list_not_set, "IDOLSTREAM_MODERATION_WORDS_PATH=config/moderation/words.json is no file of a"),
     ("dev", _short_overlay_secret, "the overlay secret is 5 bytes"),
     ("prod", _service_renamed, "scraped as job=fast; alert rules and dashboards know it as job=fast-tier"),
     ("dev", _min_above_max, "ScaledObject/deep-tier: minReplicaCount exceeds maxReplicaCount 1"),
