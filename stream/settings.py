@@ -140,8 +140,18 @@ class DeepTierSettings(WorkerSettings):
     deep_admin_port: int | None = Field(default=None, ge=0, description="the deep tier's admin port; unset = off, 0 = any")
 
 
+def _hmac_secret(secret: SecretStr | None, variable: str, why: str) -> bytes:
+    """A token-signing secret's bytes, or a ConfigError saying how to set it."""
+    if secret is None:
+        raise ConfigError(f"set {variable} (32+ bytes, e.g. `openssl rand -hex 32`): {why}")
+    value = secret.get_secret_value().encode()
+    if len(value) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{variable} must be at least {MIN_SECRET_BYTES} bytes")
+    return value
+
+
 class ConsoleSettings(FastTierSettings):
-    """The operator console: the review queue, a playground, the tiers' models (registry, persona, list as the fast tier)."""
+    """The operator console: review queue, playground, the tiers' models (registry, persona, word list: the fast tier's)."""
 
     console_host: str = Field(default="127.0.0.1", description="address the console listens on")
     console_port: int = Field(default=8770, ge=0, description="port of the console page and its API; 0 = any")
@@ -158,15 +168,8 @@ class ConsoleSettings(FastTierSettings):
     )
 
     def secret(self) -> bytes:
-        if self.console_secret is None:
-            raise ConfigError(
-                "set IDOLSTREAM_CONSOLE_SECRET (32+ bytes, e.g. `openssl rand -hex 32`, not the overlay's): "
-                "operators sign in with a token signed with it"
-            )
-        value = self.console_secret.get_secret_value().encode()
-        if len(value) < MIN_SECRET_BYTES:
-            raise ConfigError(f"IDOLSTREAM_CONSOLE_SECRET must be at least {MIN_SECRET_BYTES} bytes")
-        return value
+        return _hmac_secret(self.console_secret, "IDOLSTREAM_CONSOLE_SECRET",
+                            "operators sign in with a token signed with it (not the overlay's secret)")
 
     def admins(self) -> dict[str, str]:
         """tier -> admin base URL."""
@@ -204,15 +207,8 @@ class GatewaySettings(CommonSettings):
     recent_item_ids: int = Field(default=1024, ge=16, description="item ids remembered per room to drop duplicates")
 
     def secret(self) -> bytes:
-        if self.overlay_secret is None:
-            raise ConfigError(
-                "set IDOLSTREAM_OVERLAY_SECRET (32+ bytes, e.g. `openssl rand -hex 32`): "
-                "overlays need a room token signed with it"
-            )
-        value = self.overlay_secret.get_secret_value().encode()
-        if len(value) < MIN_SECRET_BYTES:
-            raise ConfigError(f"IDOLSTREAM_OVERLAY_SECRET must be at least {MIN_SECRET_BYTES} bytes")
-        return value
+        return _hmac_secret(self.overlay_secret, "IDOLSTREAM_OVERLAY_SECRET",
+                            "overlays need a room token signed with it")
 
     def origins(self) -> frozenset[str]:
         return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())

@@ -13,7 +13,6 @@ neutralised (``stream.moderation.guard`` builds the messages and does that).
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections.abc import Sequence
@@ -22,7 +21,9 @@ from typing import Any
 
 from stream.models.errors import ModelLoadError, ModelRuntimeError
 from stream.models.registry import ModelSpec
-from stream.models.runtime import GenerationOptions, GenerationRequest, GenerationResult
+from stream.models.runtime import (
+    GenerationOptions, GenerationRequest, GenerationResult, decode_generated, release_memory,
+)
 from stream.models.tiny import checkpoint_problems
 
 
@@ -127,33 +128,11 @@ class TextGuardRunner:
         with torch.inference_mode():
             output = self._model.generate(**inputs, **options)
 
-        prompt_width = inputs["input_ids"].shape[1]
-        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        results: list[GenerationResult] = []
-        for row, prompt_tokens in zip(output[:, prompt_width:].tolist(), prompt_lengths, strict=True):
-            stop_at = next((i for i, token in enumerate(row) if token in stop_ids), None)
-            kept = row if stop_at is None else row[: stop_at + 1]
-            results.append(
-                GenerationResult(
-                    text=tokenizer.decode(kept, skip_special_tokens=True),
-                    prompt_tokens=int(prompt_tokens),
-                    generated_tokens=len(kept),
-                    finish_reason="length" if stop_at is None else "stop",
-                    preprocess_s=preprocess_s,
-                )
-            )
-        return results
+        return decode_generated(tokenizer, inputs, output, stop_ids, preprocess_s)
 
     def close(self) -> None:
         """Release the weights; the runner cannot be used afterwards."""
         with self._lock:
             self._model = None
             self._tokenizer = None
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001 - best effort during shutdown
-            pass
+        release_memory()

@@ -288,35 +288,44 @@ class TransformersRunner:
         with torch.inference_mode():
             output = self._model.generate(**inputs, **options)
 
-        prompt_width = inputs["input_ids"].shape[1]
-        new_tokens = output[:, prompt_width:].tolist()
-        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        results: list[GenerationResult] = []
-        for row, prompt_tokens in zip(new_tokens, prompt_lengths, strict=True):
-            stop_at = next((i for i, token in enumerate(row) if token in stop_ids), None)
-            kept = row if stop_at is None else row[: stop_at + 1]
-            text = self._processor.tokenizer.decode(kept, skip_special_tokens=True)
-            results.append(
-                GenerationResult(
-                    text=text,
-                    prompt_tokens=int(prompt_tokens),
-                    generated_tokens=len(kept),
-                    finish_reason="length" if stop_at is None else "stop",
-                    preprocess_s=preprocess_s,
-                )
-            )
-        return results
+        return decode_generated(self._processor.tokenizer, inputs, output, stop_ids, preprocess_s)
 
     def close(self) -> None:
         """Release the weights; the runner cannot be used afterwards."""
         with self._lock:
             self._model = None
             self._processor = None
-        gc.collect()
-        try:
-            import torch
+        release_memory()
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001 - best effort during shutdown
-            pass
+
+def decode_generated(tokenizer: Any, inputs: Any, output: Any, stop_ids: set[int] | frozenset[int],
+                     preprocess_s: float) -> list[GenerationResult]:
+    """One result per row of a left-padded batch: the new tokens up to and with the first stop token."""
+    prompt_width = inputs["input_ids"].shape[1]
+    prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+    results: list[GenerationResult] = []
+    for row, prompt_tokens in zip(output[:, prompt_width:].tolist(), prompt_lengths, strict=True):
+        stop_at = next((i for i, token in enumerate(row) if token in stop_ids), None)
+        kept = row if stop_at is None else row[: stop_at + 1]
+        results.append(
+            GenerationResult(
+                text=tokenizer.decode(kept, skip_special_tokens=True),
+                prompt_tokens=int(prompt_tokens),
+                generated_tokens=len(kept),
+                finish_reason="length" if stop_at is None else "stop",
+                preprocess_s=preprocess_s,
+            )
+        )
+    return results
+
+
+def release_memory() -> None:
+    """After a model's weights are dropped: collect them, and give the GPU's cached blocks back."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort during shutdown
+        pass
