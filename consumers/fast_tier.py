@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import orjson
@@ -46,7 +46,8 @@ from consumers.moderation import FanModeration
 from consumers.outputs import Outputs, source_of
 from stream.breaker import CircuitBreaker
 from stream.contracts import (
-    Cue, Draft, Escalation, Submission, Timings, decode_escalation, decode_submission, new_id, utcnow,
+    Cue, Draft, Escalation, ModerationRecord, Submission, Timings, decode_escalation, decode_submission, new_id,
+    utcnow,
 )
 from stream.errors import ModelFailure, RejectedItem
 from stream.escalations import PendingEscalations, still_owed
@@ -96,6 +97,7 @@ class Answer:
     result: object  # GenerationResult, or ModelFailure
     read: ReadReply | None  # None for a failure
     misses: list[ReplyMiss]
+    guarded: list[ModerationRecord] = field(default_factory=list)  # the text guard's, on this answer
 
 
 def routing_policy(settings: FastTierSettings) -> RoutingPolicy:
@@ -237,6 +239,11 @@ class FastTier:
             inference_s += retry_s
             for i, result in zip(again, results):
                 answers[i] = self._read(items[i], result)
+        # The text guard judges the answers that will go out as the model wrote them.
+        judged = [i for i, a in enumerate(answers) if a.read is not None and not a.read.used_fallback and not a.misses]
+        verdicts = await self.moderation.judge_replies([(items[i].submission, answers[i].read.text) for i in judged])
+        for i, records in zip(judged, verdicts):
+            answers[i].guarded = records
         return answers, inference_s
 
     def _read(self, item: Prepared, result) -> Answer:
@@ -322,6 +329,12 @@ class FastTier:
         if answer.misses:  # still, after a regeneration or without time for one
             read = ReadReply(self.persona.fallback_line(sub.item_id, item.language), read.cue, True, read.wants_deep)
             degraded = DegradeReason.PERSONA_CHECK
+        recorded = [await self.outputs.moderation(record, counted=True) for record in answer.guarded]
+        if any(record.action == ModerationAction.BLOCK for record in answer.guarded):
+            read = ReadReply(self.persona.fallback_line(sub.item_id, item.language), read.cue, True, read.wants_deep)
+            degraded = DegradeReason.MODERATION_BLOCKED
+        elif answer.guarded:  # to review: this item's replies wait for an operator
+            item.judgement = item.judgement.joined(answer.guarded)
         decision = decide_route(item.features, read.wants_deep, self.policy)
         tier = "fallback" if read.used_fallback else "fast"
         timings = self._timings(item, started, inference_s, result.preprocess_s)
@@ -334,13 +347,13 @@ class FastTier:
             else:
                 draft = Draft(text=read.text, cue=read.cue, tier=tier, model_id=runner.spec.id,
                               thumbnail=item.thumbnail, persona_version=self.persona.version)
-                return await self._escalate(item, decision.reason, decision.hold, draft, timings, now)
+                return [*recorded, *await self._escalate(item, decision.reason, decision.hold, draft, timings, now)]
         reply = build_reply(
             sub, tier=tier, route_reason=decision.reason, degraded=degraded, model_id=runner.spec.id,
             text=read.text, cue=read.cue, timings=timings, thumbnail=item.thumbnail,
             persona_version=self.persona.version,
         )
-        return [await self.outputs.reply(reply, **self._held(item))]
+        return [*recorded, await self.outputs.reply(reply, **self._held(item))]
 
     async def _escalate(self, item: Prepared, reason, hold: bool, draft: Draft, timings: Timings, now: float) -> list:
         sub = item.submission

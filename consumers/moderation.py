@@ -1,7 +1,8 @@
-"""A tier's moderation stages, run on what fans send (the reply side is `Outputs`' screen).
+"""A tier's moderation stages, run on what fans send and, with a text guard, on her answers.
 
-The word filter always runs; the text guard and the image guard run when the settings
-name a registry model for them. Guards run in a worker thread, one batched call per
+The word filter always runs (on replies, in `Outputs`' screen); the text guard (fans' texts
+and her answers) and the image guard (fans' pictures) run when the settings name a
+registry model for them. Guards run in a worker thread, one batched call per
 micro-batch; a guard that fails holds the batch's items for review (a guard that cannot
 judge must not let things through, nor silently drop fans' items).
 """
@@ -88,15 +89,41 @@ class FanModeration:
             count(self.metrics, records)
         return [FanVerdicts(Judgement.of(records), ok) for records, ok in zip(found, passed)]
 
+    async def judge_replies(self, pairs: list[tuple[Submission, str]]) -> list[list[ModerationRecord]]:
+        """The text guard's verdicts on her replies (the fan's text as the user turn, hers as the assistant's).
+
+        Nothing when no text guard is set. A guard that fails holds the replies for review.
+        """
+        if self.text_guard is None or not pairs:
+            return [[] for _ in pairs]
+        now = utcnow()
+        try:
+            verdicts = await asyncio.to_thread(
+                self.text_guard.judge_responses, [(submission.text or "", text) for submission, text in pairs]
+            )
+        except Exception as exc:  # noqa: BLE001 - a guard that cannot judge holds what it was asked about
+            log.warning("text guard failed on %d replies; holding them for review", len(pairs), exc_info=True)
+            found = [[self._failed(submission, ModerationStage.TEXT_GUARD, exc, now, ModerationSide.REPLY)]
+                     for submission, _ in pairs]
+        else:
+            found = []
+            for (submission, _), verdict in zip(pairs, verdicts):
+                record = guard_record(submission, verdict, self.policy, ModerationSide.REPLY, now)
+                found.append([record] if record is not None else [])
+        for records in found:
+            count(self.metrics, records)
+        return found
+
     def close(self) -> None:
         for guard in (self.text_guard, self.image_guard):
             if guard is not None:
                 guard.runner.close()
 
     @staticmethod
-    def _failed(submission: Submission, stage: ModerationStage, exc: Exception, now) -> ModerationRecord:
+    def _failed(submission: Submission, stage: ModerationStage, exc: Exception, now,
+                side: ModerationSide = ModerationSide.FAN) -> ModerationRecord:
         return ModerationRecord(
             record_id=new_id(), item_id=submission.item_id, room=submission.room, user=submission.user,
-            side=ModerationSide.FAN, stage=stage, action=ModerationAction.REVIEW, categories=["guard_failed"],
+            side=side, stage=stage, action=ModerationAction.REVIEW, categories=["guard_failed"],
             detail=f"{type(exc).__name__}: {exc}"[:1000], at=now,
         )

@@ -204,3 +204,58 @@ def test_the_shipped_samples_pass_the_shipped_word_list():
         for text in (sample.text, sample.display_name):
             if text:
                 assert text_filter.check(text).action == "allow", text
+
+
+class JudgesHerWords:
+    """A text guard whose verdicts the test fixes: fans' texts are safe; her answer is unsafe when it
+    tells a secret and controversial when it says "maybe"."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+
+    def generate(self, requests, options=None):
+        out = []
+        for request in requests:
+            answer = next((m["content"] for m in request.messages if m["role"] == "assistant"), None)
+            if answer is None:
+                text = "Safety: Safe\nCategories: None"
+            elif "secret" in answer:
+                text = "Safety: Unsafe\nCategories: Violent\nRefusal: No"
+            elif "maybe" in answer:
+                text = "Safety: Controversial\nCategories: Unethical Acts\nRefusal: No"
+            else:
+                text = "Safety: Safe\nCategories: None\nRefusal: No"
+            out.append(GenerationResult(text, 10, 8, "stop"))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_text_guard_on_her_answers_blocks_one_and_holds_another(
+    kafka_bootstrap, topic_prefix, fast_runner, registry, tiny_checkpoints
+):
+    from stream.moderation.guard import TextGuard
+
+    guard = TextGuard(JudgesHerWords(registry.get("tiny-qwen3guard")))
+    moderation = FanModeration(TextFilter.from_file(WORDS), guard, None, GuardPolicy(), WorkerMetrics("fast"))
+    runner = SayingRunner(fast_runner, {"Curious": "[happy] Here is a secret recipe for trouble!",
+                                        "Unsure": "[shy] Hmm, maybe you should skip school for it!"})
+    async with running_stack(kafka_bootstrap, topic_prefix, runner, fast_moderation=moderation) as stack:
+        overlay = await stack.overlay("room-g")
+        curious = await stack.submit("room-g", seed=1, display_name="Curious", user_id="c", text="tell me!")
+        unsure = await stack.submit("room-g", seed=2, display_name="Unsure", user_id="u", text="should I?")
+        last = await stack.submit("room-g", seed=3, display_name="Plain", user_id="p", text="hi!")
+        frames = await frames_until(overlay, lambda r: any(a["item_id"] == last.item_id for a in answers(r)))
+        [held] = await read_topic(kafka_bootstrap, stack.fast.topics.replies_held, lambda r: len(r) >= 1)
+        records = await read_topic(kafka_bootstrap, stack.fast.topics.moderation, lambda r: len(r) >= 2)
+
+    [instead] = [f for f in frames if f["item_id"] == curious.item_id]
+    assert "secret" not in instead["_raw"] and instead["text"] in PERSONA.lines["en"].fallback
+    assert instead["degraded"] == "moderation_blocked"
+    assert unsure.item_id not in {f["item_id"] for f in frames}
+    assert held["reply"]["item_id"] == unsure.item_id and "maybe" in held["reply"]["text"]
+    assert {(r["item_id"], r["side"], r["stage"], r["action"]) for r in records} == {
+        (curious.item_id, "reply", "text_guard", "block"), (unsure.item_id, "reply", "text_guard", "review")
+    }
+    assert moderation.metrics.moderation_verdicts.labels("reply", "text_guard", "block")._value.get() == 1
