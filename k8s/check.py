@@ -47,7 +47,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from stream.cli import build_parser
-from stream.settings import CommonSettings, DeepTierSettings, FastTierSettings, GatewaySettings
+from stream.settings import CommonSettings, ConsoleSettings, DeepTierSettings, FastTierSettings, GatewaySettings
 from stream.tokens import MIN_SECRET_BYTES
 from stream.topics import TopicNames, TopicSpec, topic_plan
 
@@ -73,7 +73,7 @@ class Policy:
 
 POLICIES = {
     "dev": Policy(gpu=False, ha=False, pinned_image=False),
-    "prod": Policy(gpu=True, ha=True, pinned_image=True, external_secrets=frozenset({"idolstream-overlay"})),
+    "prod": Policy(gpu=True, ha=True, pinned_image=True, external_secrets=frozenset({"idolstream-overlay", "idolstream-console"})),
 }
 
 
@@ -90,6 +90,7 @@ SERVICES = {
     "fast-tier": ServiceKind(FastTierSettings, "admin_port", "admin_host"),
     "deep-tier": ServiceKind(DeepTierSettings, "deep_admin_port", "admin_host"),
     "gateway": ServiceKind(GatewaySettings, "port", "host"),
+    "console": ServiceKind(ConsoleSettings, "console_port", "console_host"),
 }
 TIERS = ("fast-tier", "deep-tier")
 # Topic configs an overlay may add to the code's (replication is the cluster's business).
@@ -653,6 +654,9 @@ def check_served(docs: list[dict], c: ServedContainer, policy: Policy, deadline_
             f"{c.where}: KAFKA_BOOTSTRAP={settings.kafka_bootstrap}, the cluster is {', '.join(sorted(bootstraps))}"
         )
     check_secrets(docs, c, policy, report)
+    if c.service == "console":
+        check_mounted_files(docs, c, report)
+        return
     if c.service == "gateway":
         memory = quantity(container.get("resources", {}).get("limits", {}).get("memory", "0"))
         if memory <= settings.history_max_mib * 2**20:
@@ -673,14 +677,7 @@ def check_served(docs: list[dict], c: ServedContainer, policy: Policy, deadline_
         report.problems.append(f"{c.where}: a tier without a GPU (nvidia.com/gpu limit)")
     if not policy.gpu and asks_gpu:
         report.problems.append(f"{c.where}: asks for a GPU in an overlay meant to run without one")
-    files = {name: mounted_file(docs, c, getattr(settings, name))
-             for name in ("persona_path", "registry_path", "moderation_words_path")}
-    for name, content in files.items():
-        if content is None:
-            report.problems.append(
-                f"{c.where}: IDOLSTREAM_{name.upper()}={getattr(settings, name)} is no file of a mounted ConfigMap"
-            )
-    registry = files["registry_path"]
+    registry = check_mounted_files(docs, c, report)["registry_path"]
     if registry is None:
         return
     model_id = settings.model_id if c.service == "fast-tier" else settings.deep_model_id
@@ -690,6 +687,18 @@ def check_served(docs: list[dict], c: ServedContainer, policy: Policy, deadline_
         report.problems.append(f"{c.where}: model {model_id} is not in the registry it mounts")
     elif entry.get("tier") != tier:
         report.problems.append(f"{c.where}: model {model_id} is a {entry.get('tier')}-tier model, not {tier}")
+
+
+def check_mounted_files(docs: list[dict], c: ServedContainer, report: Report) -> dict[str, str | None]:
+    """The persona, registry and word list a service reads are files of mounted ConfigMaps; their contents."""
+    files = {name: mounted_file(docs, c, getattr(c.settings, name))
+             for name in ("persona_path", "registry_path", "moderation_words_path")}
+    for name, content in files.items():
+        if content is None:
+            report.problems.append(
+                f"{c.where}: IDOLSTREAM_{name.upper()}={getattr(c.settings, name)} is no file of a mounted ConfigMap"
+            )
+    return files
 
 
 def mounted_file(docs: list[dict], c: ServedContainer, path: Path) -> str | None:
@@ -730,9 +739,10 @@ def check_secrets(docs: list[dict], c: ServedContainer, policy: Policy, report: 
         value = data.get(secret_ref.get("key"))
         if value is None:
             report.problems.append(f"{c.where}: {name}: Secret {name_of(secret)} has no key {secret_ref.get('key')}")
-        elif name == "IDOLSTREAM_OVERLAY_SECRET" and len(value) < MIN_SECRET_BYTES:
+        elif name in ("IDOLSTREAM_OVERLAY_SECRET", "IDOLSTREAM_CONSOLE_SECRET") and len(value) < MIN_SECRET_BYTES:
+            which = name.removeprefix("IDOLSTREAM_").removesuffix("_SECRET").lower()
             report.problems.append(
-                f"{c.where}: the overlay secret is {len(value)} bytes; the gateway needs {MIN_SECRET_BYTES}+"
+                f"{c.where}: the {which} secret is {len(value)} bytes; the {c.service} needs {MIN_SECRET_BYTES}+"
             )
 
 

@@ -72,7 +72,7 @@ def test_make_check_k8s_passes(make_check_k8s):
     assert "check-k8s: 2 overlays valid" in out
     for overlay in ("dev", "prod"):
         assert f"{overlay} (build/k8s/{overlay}.yaml):" in out
-    assert "Deployment 3" in out and "Ingress 1" in out and "PodDisruptionBudget 3" in out
+    assert "Deployment 4" in out and "Ingress 1" in out and "PodDisruptionBudget 4" in out
     assert f"{len(check.topic_plan(check.TopicNames()))} topics = topic_plan()" in out
 
 
@@ -207,8 +207,20 @@ def _word_list_not_set(docs):
     env[:] = [e for e in env if e["name"] != "IDOLSTREAM_MODERATION_WORDS_PATH"]
 
 
+def _console_persona_not_mounted(docs):
+    volumes = obj(docs, "Deployment", "console")["spec"]["template"]["spec"]["volumes"]
+    config = next(v for v in volumes if v["name"] == "config")
+    config["projected"]["sources"] = [s for s in config["projected"]["sources"]
+                                      if not s["configMap"]["name"].startswith("idolstream-persona")]
+
+
 def _short_overlay_secret(docs):
-    secret = next(doc for doc in docs if doc["kind"] == "Secret")
+    secret = next(doc for doc in docs if doc["kind"] == "Secret" and doc["metadata"]["name"].startswith("idolstream-overlay"))
+    secret["data"]["secret"] = "c2hvcnQ="  # "short"
+
+
+def _short_console_secret(docs):
+    secret = next(doc for doc in docs if doc["kind"] == "Secret" and doc["metadata"]["name"].startswith("idolstream-console"))
     secret["data"]["secret"] = "c2hvcnQ="  # "short"
 
 
@@ -279,7 +291,9 @@ MUTATIONS = [
     ("prod", _unknown_model, "model Qwen/Qwen3-VL-2B-Instruct is a fast-tier model, not deep"),
     ("dev", _persona_not_mounted, "IDOLSTREAM_PERSONA_PATH=/etc/persona.json is no file of a mounted ConfigMap"),
     ("prod", _word_list_not_set, "IDOLSTREAM_MODERATION_WORDS_PATH=config/moderation/words.json is no file of a"),
-    ("dev", _short_overlay_secret, "the overlay secret is 5 bytes"),
+    ("dev", _short_overlay_secret, "the overlay secret is 5 bytes; the gateway needs 32+"),
+    ("dev", _short_console_secret, "the console secret is 5 bytes; the console needs 32+"),
+    ("prod", _console_persona_not_mounted, "Deployment/console container console: IDOLSTREAM_PERSONA_PATH=/etc/idol"),
     ("prod", _service_renamed, "scraped as job=fast; alert rules and dashboards know it as job=fast-tier"),
     ("dev", _min_above_max, "ScaledObject/deep-tier: minReplicaCount exceeds maxReplicaCount 1"),
     ("prod", _one_broker, "3 controllers and 1 brokers; HA needs"),
