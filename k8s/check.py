@@ -73,7 +73,8 @@ class Policy:
 
 POLICIES = {
     "dev": Policy(gpu=False, ha=False, pinned_image=False),
-    "prod": Policy(gpu=True, ha=True, pinned_image=True, external_secrets=frozenset({"idolstream-overlay", "idolstream-console"})),
+    "prod": Policy(gpu=True, ha=True, pinned_image=True,
+                   external_secrets=frozenset({"idolstream-overlay", "idolstream-console"})),
 }
 
 

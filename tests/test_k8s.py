@@ -215,13 +215,16 @@ def _console_persona_not_mounted(docs):
 
 
 def _short_overlay_secret(docs):
-    secret = next(doc for doc in docs if doc["kind"] == "Secret" and doc["metadata"]["name"].startswith("idolstream-overlay"))
-    secret["data"]["secret"] = "c2hvcnQ="  # "short"
+    _secret(docs, "idolstream-overlay")["data"]["secret"] = "c2hvcnQ="  # "short"
 
 
 def _short_console_secret(docs):
-    secret = next(doc for doc in docs if doc["kind"] == "Secret" and doc["metadata"]["name"].startswith("idolstream-console"))
-    secret["data"]["secret"] = "c2hvcnQ="  # "short"
+    _secret(docs, "idolstream-console")["data"]["secret"] = "c2hvcnQ="  # "short"
+
+
+def _secret(docs, prefix):
+    """A rendered Secret by name (kustomize adds a hash suffix to generated ones)."""
+    return next(doc for doc in docs if doc["kind"] == "Secret" and doc["metadata"]["name"].startswith(prefix))
 
 
 def _service_renamed(docs):
