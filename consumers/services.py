@@ -113,7 +113,8 @@ def load_fan_moderation(settings: FastTierSettings, metrics: WorkerMetrics,
     loader = RegistryLoader(settings.registry_path)
     text_guard = TextGuard(loader(settings.text_guard_model_id)) if settings.text_guard_model_id else None
     image_guard = ImageGuard(loader(settings.image_guard_model_id)) if settings.image_guard_model_id else None
-    return FanModeration(text_filter, text_guard, image_guard, GuardPolicy(), metrics)
+    policy = GuardPolicy(controversial=settings.guard_controversial, unparseable=settings.guard_unparseable)
+    return FanModeration(text_filter, text_guard, image_guard, policy, metrics)
 
 
 @dataclass

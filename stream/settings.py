@@ -8,7 +8,7 @@ every service, the demo and the tests at an existing cluster instead of the loca
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +60,12 @@ class WorkerSettings(CommonSettings):
     )
     text_guard_model_id: str | None = Field(
         default=None, description="registry id of a text guard (Qwen3Guard-Gen format) judging fans' texts; unset = none"
+    )
+    guard_controversial: Literal["allow", "review", "block"] = Field(
+        default="review", description="what a guard's Controversial verdict does (Safe allows, Unsafe blocks)"
+    )
+    guard_unparseable: Literal["allow", "review", "block"] = Field(
+        default="review", description="what a guard's unreadable answer does (never shown unchecked by default)"
     )
     check_replies: bool = Field(
         default=True,
