@@ -207,8 +207,8 @@ def test_the_shipped_samples_pass_the_shipped_word_list():
 
 
 class JudgesHerWords:
-    """A text guard whose verdicts the test fixes: fans' texts are safe; her answer is unsafe when it
-    tells a secret and controversial when it says "maybe"."""
+    """A text guard whose verdicts the test fixes: a fan's text is unsafe when it asks for a weapon;
+    her answer is unsafe when it tells a secret and controversial when it says "maybe"."""
 
     def __init__(self, spec) -> None:
         self.spec = spec
@@ -218,7 +218,8 @@ class JudgesHerWords:
         for request in requests:
             answer = next((m["content"] for m in request.messages if m["role"] == "assistant"), None)
             if answer is None:
-                text = "Safety: Safe\nCategories: None"
+                asked = request.messages[0]["content"]
+                text = "Safety: Unsafe\nCategories: Violent" if "weapon" in asked else "Safety: Safe\nCategories: None"
             elif "secret" in answer:
                 text = "Safety: Unsafe\nCategories: Violent\nRefusal: No"
             elif "maybe" in answer:
@@ -245,17 +246,22 @@ async def test_a_text_guard_on_her_answers_blocks_one_and_holds_another(
         overlay = await stack.overlay("room-g")
         curious = await stack.submit("room-g", seed=1, display_name="Curious", user_id="c", text="tell me!")
         unsure = await stack.submit("room-g", seed=2, display_name="Unsure", user_id="u", text="should I?")
+        armed = await stack.submit("room-g", seed=4, display_name="Armed", user_id="a", text="draw me a weapon")
         last = await stack.submit("room-g", seed=3, display_name="Plain", user_id="p", text="hi!")
         frames = await frames_until(overlay, lambda r: any(a["item_id"] == last.item_id for a in answers(r)))
         [held] = await read_topic(kafka_bootstrap, stack.fast.topics.replies_held, lambda r: len(r) >= 1)
-        records = await read_topic(kafka_bootstrap, stack.fast.topics.moderation, lambda r: len(r) >= 2)
+        records = await read_topic(kafka_bootstrap, stack.fast.topics.moderation, lambda r: len(r) >= 3)
+        replies = await read_topic(kafka_bootstrap, stack.fast.topics.replies,
+                                   lambda r: last.item_id in {x["item_id"] for x in r})
 
+    assert armed.item_id not in {r["item_id"] for r in replies}  # the fan's text judged unsafe: never answered
     [instead] = [f for f in frames if f["item_id"] == curious.item_id]
     assert "secret" not in instead["_raw"] and instead["text"] in PERSONA.lines["en"].fallback
     assert instead["degraded"] == "moderation_blocked"
     assert unsure.item_id not in {f["item_id"] for f in frames}
     assert held["reply"]["item_id"] == unsure.item_id and "maybe" in held["reply"]["text"]
     assert {(r["item_id"], r["side"], r["stage"], r["action"]) for r in records} == {
-        (curious.item_id, "reply", "text_guard", "block"), (unsure.item_id, "reply", "text_guard", "review")
+        (curious.item_id, "reply", "text_guard", "block"), (unsure.item_id, "reply", "text_guard", "review"),
+        (armed.item_id, "fan", "text_guard", "block"),
     }
     assert moderation.metrics.moderation_verdicts.labels("reply", "text_guard", "block")._value.get() == 1
