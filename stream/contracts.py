@@ -1,5 +1,5 @@
 """Message contracts on the topics: Submission, Reply, Escalation, ShedItem, Reasoning, DeadLetter,
-ModerationRecord, HeldReply, ReviewDecision (v1).
+ModerationRecord, HeldReply, ReviewDecision, Feedback (v1).
 
 Typed, strict (no coercion, no unknown fields) and encoded with orjson. The JSON Schema
 of each is exported to ``stream/schemas/`` (see `export_schemas`) for bot authors who
@@ -424,6 +424,11 @@ def decode_submission(
     return submission
 
 
+def decode_feedback(raw: bytes) -> Feedback:
+    """Parse a record of `feedback`, or raise InvalidEnvelope with its reason."""
+    return _decode(raw, Feedback, "a feedback record")
+
+
 def decode_escalation(raw: bytes) -> Escalation:
     """Parse a record of `items.deep`, or raise InvalidEnvelope with its reason."""
     return _decode(raw, Escalation, "an escalation")
@@ -483,6 +488,25 @@ class HeldReply(_Contract):
     held_at: AwareDatetime
 
 
+class Feedback(_Contract):
+    """A fan's like or report of a reply, on `feedback` (keyed by room), from a chat bot or the overlay's host.
+
+    The reply is named by its `reply_id` (every reply on the overlay carries it); `room` is
+    the reply's room, `user` who gave the feedback.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_schema_version_required)
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="the integer 1 (a number, not a string)")
+    feedback_id: Identifier = Field(description="the producer's idempotency key: the same feedback counts once")
+    kind: Literal["like", "report"]
+    reply_id: Identifier
+    room: Identifier
+    user: UserRef
+    reason: str | None = Field(default=None, max_length=200, description="why, for a report (free text)")
+    at: AwareDatetime = Field(description="when the fan gave it, with its UTC offset")
+
+
 class ReviewDecision(_Contract):
     """An operator's decision on a held reply, on `review.decisions`: the audit record of the console."""
 
@@ -510,6 +534,7 @@ CONTRACTS: dict[str, type[_Contract]] = {
     "moderation_record.v1": ModerationRecord,
     "held_reply.v1": HeldReply,
     "review_decision.v1": ReviewDecision,
+    "feedback.v1": Feedback,
 }
 
 
