@@ -22,7 +22,8 @@ from typing import Any
 from stream.models.errors import ModelLoadError, ModelRuntimeError
 from stream.models.registry import ModelSpec
 from stream.models.runtime import (
-    GenerationOptions, GenerationRequest, GenerationResult, decode_generated, release_memory,
+    GenerationOptions, GenerationRequest, GenerationResult, decode_generated, generate_options, release_memory,
+    stop_token_ids,
 )
 from stream.models.tiny import checkpoint_problems
 
@@ -88,13 +89,7 @@ class TextGuardRunner:
             raise ModelRuntimeError(f"generation failed on {self.spec.id!r}: {exc}") from exc
 
     def _stop_ids_for(self, stop: tuple[str, ...]) -> set[int]:
-        ids = set(self._stop_ids)
-        for text in stop:
-            encoded = self._tokenizer.encode(text, add_special_tokens=False)
-            if len(encoded) != 1:
-                raise ModelRuntimeError(f"stop string {text!r} is not a single token of {self.spec.id!r}")
-            ids.add(encoded[0])
-        return ids
+        return stop_token_ids(self._tokenizer, self._stop_ids, stop, self.spec.id)
 
     def _generate(self, requests: Sequence[GenerationRequest], opts: GenerationOptions) -> list[GenerationResult]:
         import torch
@@ -111,20 +106,7 @@ class TextGuardRunner:
         inputs = tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False).to(self.device)
         preprocess_s = time.perf_counter() - started
 
-        greedy = self.spec.temperature == 0
-        options: dict[str, Any] = {
-            "max_new_tokens": opts.max_new_tokens or self.spec.max_new_tokens,
-            "do_sample": not greedy,
-            "pad_token_id": self._pad_id,
-            "eos_token_id": sorted(stop_ids),
-        }
-        if opts.max_time_s is not None:
-            options["max_time"] = max(0.001, opts.max_time_s)
-        if greedy:
-            # Drop the checkpoint's sampling defaults so greedy decoding does not warn about them.
-            options |= {"temperature": None, "top_p": None, "top_k": None}
-        else:
-            options["temperature"] = self.spec.temperature
+        options = generate_options(self.spec, opts, self._pad_id, stop_ids)
         with torch.inference_mode():
             output = self._model.generate(**inputs, **options)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -240,14 +240,7 @@ class TransformersRunner:
             raise ModelRuntimeError(f"generation failed on {self.spec.id!r}: {exc}") from exc
 
     def _stop_ids_for(self, stop: tuple[str, ...]) -> set[int]:
-        ids = set(self._stop_ids)
-        tokenizer = self._processor.tokenizer
-        for text in stop:
-            encoded = tokenizer.encode(text, add_special_tokens=False)
-            if len(encoded) != 1:
-                raise ModelRuntimeError(f"stop string {text!r} is not a single token of {self.spec.id!r}")
-            ids.add(encoded[0])
-        return ids
+        return stop_token_ids(self._processor.tokenizer, self._stop_ids, stop, self.spec.id)
 
     def _generate(self, requests: Sequence[GenerationRequest], opts: GenerationOptions) -> list[GenerationResult]:
         import torch
@@ -271,20 +264,7 @@ class TransformersRunner:
         inputs = inputs.to(self.device)
         preprocess_s = time.perf_counter() - started
 
-        greedy = self.spec.temperature == 0
-        options: dict[str, Any] = {
-            "max_new_tokens": opts.max_new_tokens or self.spec.max_new_tokens,
-            "do_sample": not greedy,
-            "pad_token_id": self._pad_id,
-            "eos_token_id": sorted(stop_ids),
-        }
-        if opts.max_time_s is not None:
-            options["max_time"] = max(0.001, opts.max_time_s)
-        if greedy:
-            # Drop the checkpoint's sampling defaults so greedy decoding does not warn about them.
-            options |= {"temperature": None, "top_p": None, "top_k": None}
-        else:
-            options["temperature"] = self.spec.temperature
+        options = generate_options(self.spec, opts, self._pad_id, stop_ids)
         with torch.inference_mode():
             output = self._model.generate(**inputs, **options)
 
@@ -296,6 +276,36 @@ class TransformersRunner:
             self._model = None
             self._processor = None
         release_memory()
+
+
+def stop_token_ids(tokenizer: Any, always: Iterable[int], stop: tuple[str, ...], model_id: str) -> set[int]:
+    """The token ids generation stops on: the model's own, and each stop string's (one token each)."""
+    ids = set(always)
+    for text in stop:
+        encoded = tokenizer.encode(text, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ModelRuntimeError(f"stop string {text!r} is not a single token of {model_id!r}")
+        ids.add(encoded[0])
+    return ids
+
+
+def generate_options(spec: ModelSpec, opts: GenerationOptions, pad_id: int, stop_ids: set[int]) -> dict[str, Any]:
+    """`model.generate`'s keyword arguments for a request's options and the model's registry settings."""
+    greedy = spec.temperature == 0
+    options: dict[str, Any] = {
+        "max_new_tokens": opts.max_new_tokens or spec.max_new_tokens,
+        "do_sample": not greedy,
+        "pad_token_id": pad_id,
+        "eos_token_id": sorted(stop_ids),
+    }
+    if opts.max_time_s is not None:
+        options["max_time"] = max(0.001, opts.max_time_s)
+    if greedy:
+        # Drop the checkpoint's sampling defaults so greedy decoding does not warn about them.
+        options |= {"temperature": None, "top_p": None, "top_k": None}
+    else:
+        options["temperature"] = spec.temperature
+    return options
 
 
 def decode_generated(tokenizer: Any, inputs: Any, output: Any, stop_ids: set[int] | frozenset[int],
