@@ -16,12 +16,10 @@ import asyncio
 import os
 import platform
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import orjson
-from aiokafka import TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,49 +28,12 @@ from consumers.model_slot import ModelSlot  # noqa: E402
 from consumers.services import fast_tier_service, prepare_topics  # noqa: E402
 from stream.metrics import WorkerMetrics  # noqa: E402
 from producers.samples import sample_item  # noqa: E402
-from stream.kafka_io import Checkpoint, make_consumer, make_producer, partitions_of  # noqa: E402
-from bench.harness import bench_bootstrap, pct  # noqa: E402
+from stream.kafka_io import Checkpoint, make_consumer, make_producer  # noqa: E402
+from bench.harness import bench_bootstrap, offer_and_collect, pct  # noqa: E402
 from stream.models.registry import ModelRegistry  # noqa: E402
 from stream.models.runtime import TransformersRunner  # noqa: E402
 from stream.models.tiny import build_missing  # noqa: E402
 from stream.settings import FastTierSettings  # noqa: E402
-
-
-async def offer_and_collect(bootstrap: str, settings: FastTierSettings, messages: list[tuple[str, bytes, str]], rate: float):
-    """Produce `messages` at `rate`/s; return per-item latency (ms) and the items/s achieved."""
-    sent: dict[str, float] = {}
-    received: dict[str, float] = {}
-    reader = make_consumer(bootstrap, None, "bench-reader", auto_offset_reset="earliest")
-    await reader.start()
-    topic = settings.topics.replies
-    parts = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
-    reader.assign(parts)
-    await reader.seek_to_beginning(*parts)
-
-    async def collect() -> None:
-        while len(received) < len(messages):
-            for batch in (await reader.getmany(timeout_ms=100)).values():
-                now = time.monotonic()
-                for record in batch:
-                    item_id = orjson.loads(record.value)["item_id"]
-                    received.setdefault(item_id, now)
-
-    collector = asyncio.create_task(collect())
-    producer = make_producer(bootstrap, "bench-offer")
-    await producer.start()
-    try:
-        start = time.monotonic()
-        for n, (item_id, value, kind) in enumerate(messages):
-            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))  # fixed offered rate
-            sent[item_id] = time.monotonic()
-            await producer.send_and_wait(settings.topics.for_kind(kind), value, key=b"bench-room")
-        await asyncio.wait_for(collector, timeout=600)
-    finally:
-        await producer.stop()
-        await reader.stop()
-    latencies = [(received[i] - sent[i]) * 1000 for i in sent]
-    elapsed = max(received.values()) - min(sent.values())
-    return latencies, len(messages) / elapsed
 
 
 async def bare_loop(bootstrap: str, settings: FastTierSettings, stop: asyncio.Event) -> None:

@@ -1,4 +1,4 @@
-"""What the benchmarks share: a broker to run against, and percentiles."""
+"""What the benchmarks share: a broker to run against, offered load with its replies timed, and percentiles."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import os
 import statistics
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
+from aiokafka import TopicPartition
 
+from stream.kafka_io import make_consumer, make_producer, partitions_of
 from stream.local_kafka import LocalKafka, find_free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +36,51 @@ async def bench_bootstrap() -> AsyncIterator[str]:
         yield bootstrap
     finally:
         await asyncio.to_thread(broker.down)
+
+
+async def offer_and_collect(bootstrap: str, settings, messages: list[tuple[str, bytes, str]],
+                            rate: float) -> tuple[list[float], float]:
+    """Produce `(item_id, value, kind)` messages at `rate`/s; each one's latency (ms) to its reply, and items/s.
+
+    Replies are read from the replies topic's end as it is before the first message, so
+    replies to earlier (warm-up) items are not counted.
+    """
+    sent: dict[str, float] = {}
+    received: dict[str, float] = {}
+    wanted = {item_id for item_id, _, _ in messages}
+    reader = make_consumer(bootstrap, None, "bench-reader", auto_offset_reset="earliest")
+    await reader.start()
+    topic = settings.topics.replies
+    parts = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    reader.assign(parts)
+    for part, end in (await reader.end_offsets(parts)).items():
+        reader.seek(part, end)
+
+    async def collect() -> None:
+        while len(received) < len(wanted):
+            for batch in (await reader.getmany(timeout_ms=100)).values():
+                now = time.monotonic()
+                for record in batch:
+                    item_id = orjson.loads(record.value)["item_id"]
+                    if item_id in wanted:
+                        received.setdefault(item_id, now)
+
+    collector = asyncio.create_task(collect())
+    producer = make_producer(bootstrap, "bench-offer")
+    await producer.start()
+    try:
+        start = time.monotonic()
+        for n, (item_id, value, kind) in enumerate(messages):
+            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))  # fixed offered rate
+            sent[item_id] = time.monotonic()
+            await producer.send_and_wait(settings.topics.for_kind(kind), value, key=b"bench-room")
+        await asyncio.wait_for(collector, timeout=600)
+    finally:
+        collector.cancel()
+        await producer.stop()
+        await reader.stop()
+    latencies = [(received[i] - sent[i]) * 1000 for i in sent]
+    return latencies, len(messages) / (max(received.values()) - min(sent.values()))
 
 
 def pct(values: list[float], q: int) -> float | None:

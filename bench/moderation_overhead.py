@@ -36,18 +36,16 @@ import uuid
 from pathlib import Path
 
 import orjson
-from aiokafka import TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_bootstrap, pct  # noqa: E402
+from bench.harness import bench_bootstrap, offer_and_collect, pct  # noqa: E402
 from bench.moderation import JA_DANMAKU, REPLIES, ZH_DANMAKU  # noqa: E402
 from consumers.model_slot import ModelSlot  # noqa: E402
 from consumers.services import fast_tier_service, prepare_topics  # noqa: E402
 from producers.samples import DANMAKU, FAN_TEXTS, sample_item, sample_reply  # noqa: E402
 from stream.contracts import Submission, utcnow  # noqa: E402
-from stream.kafka_io import make_consumer, make_producer, partitions_of  # noqa: E402
 from stream.metrics import WorkerMetrics  # noqa: E402
 from stream.models.registry import ModelRegistry  # noqa: E402
 from stream.models.runtime import TransformersRunner  # noqa: E402
@@ -86,45 +84,6 @@ def stopped_by(text_filter: TextFilter, submissions: list[Submission]) -> list[s
             if judge_fan(text_filter, s, utcnow()).action != ModerationAction.ALLOW]
 
 
-async def offer(bootstrap: str, settings: FastTierSettings, messages: list[Submission], rate: float) -> list[float]:
-    """Produce `messages` at `rate`/s; the latency (ms) from each produce to its reply read back."""
-    sent: dict[str, float] = {}
-    received: dict[str, float] = {}
-    wanted = {m.item_id for m in messages}
-    reader = make_consumer(bootstrap, None, "bench-reader", auto_offset_reset="earliest")
-    await reader.start()
-    topic = settings.topics.replies
-    parts = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
-    reader.assign(parts)
-    await reader.seek_to_end(*parts)
-
-    async def collect() -> None:
-        while len(received) < len(wanted):
-            for batch in (await reader.getmany(timeout_ms=100)).values():
-                now = time.monotonic()
-                for record in batch:
-                    item_id = orjson.loads(record.value)["item_id"]
-                    if item_id in wanted:
-                        received.setdefault(item_id, now)
-
-    collector = asyncio.create_task(collect())
-    producer = make_producer(bootstrap, "bench-offer")
-    await producer.start()
-    try:
-        start = time.monotonic()
-        for n, submission in enumerate(messages):
-            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))  # fixed offered rate
-            sent[submission.item_id] = time.monotonic()
-            await producer.send_and_wait(settings.topics.for_kind(submission.kind), submission.to_json(),
-                                         key=b"bench-room")
-        await asyncio.wait_for(collector, timeout=600)
-    finally:
-        collector.cancel()
-        await producer.stop()
-        await reader.stop()
-    return [(received[i] - sent[i]) * 1000 for i in sent]
-
-
 async def one_run(bootstrap: str, runner, words: Path, messages: list[Submission], warm_up: list[Submission],
                   rate: float, batch: int, check_replies: bool) -> list[float]:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
@@ -137,8 +96,12 @@ async def one_run(bootstrap: str, runner, words: Path, messages: list[Submission
     await prepare_topics(settings, bootstrap)
     metrics = WorkerMetrics("fast")
     async with fast_tier_service(settings, bootstrap, ModelSlot.around(runner, metrics), metrics):
-        await offer(bootstrap, settings, warm_up, rate)  # the consumer has joined and the model is warm
-        return await offer(bootstrap, settings, messages, rate)
+        await offer_and_collect(bootstrap, settings, as_values(warm_up), rate)  # joined, and the model warm
+        return (await offer_and_collect(bootstrap, settings, as_values(messages), rate))[0]
+
+
+def as_values(submissions: list[Submission]) -> list[tuple[str, bytes, str]]:
+    return [(s.item_id, s.to_json(), s.kind) for s in submissions]
 
 
 def per_item_us(run, repeat: int) -> float:
