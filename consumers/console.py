@@ -134,7 +134,6 @@ class Console:
             if not self.ready.is_set() and await self._caught_up(ends):
                 self.ready.set()
                 log.info("review queue read back: %d waiting", len(self.queue))
-            self._gauges()
 
     async def _caught_up(self, ends: dict[TopicPartition, int]) -> bool:
         for tp, end in ends.items():
@@ -152,6 +151,7 @@ class Console:
             log.warning("not a %s record, skipped: %s", topic, str(exc)[:200])
 
     def _gauges(self) -> None:
+        """The queue's gauges, set when they are scraped (the queue itself is the state)."""
         self.metrics.review_pending.set(len(self.queue))
         self.metrics.review_oldest.set(self.queue.oldest_age_s(utcnow()))
         self.metrics.review_unlisted.set(self.queue.unlisted)
@@ -239,7 +239,6 @@ class Console:
             await (await self.producer.send(self.settings.topics.replies, decided.reply.to_json(), key=room))
         await (await self.producer.send(self.settings.topics.review_decisions, record.to_json(), key=room))
         self.metrics.review_decisions.labels(record.decision).inc()
-        self._gauges()
         log.info("%s %sd reply %s to %s%s", record.operator, record.decision, record.reply_id, record.item_id,
                  " (edited)" if record.edited else "")
         return _json(orjson.loads(record.to_json()))

@@ -22,6 +22,7 @@ from stream.contracts import (
 )
 from stream.errors import ReasonCode, RejectedItem
 from stream.kafka_io import UndecodableRange
+from consumers.moderation import count
 from stream.metrics import WorkerMetrics
 from stream.moderation.gate import ReplyScreen
 from stream.replies import shed_record
@@ -52,8 +53,6 @@ class Outputs:
         """Screen and produce a reply; `held_by`: verdicts that hold its item for review (it is held too)."""
         if self.screen is None:
             return await self._send_reply(reply)
-        from consumers.moderation import count
-
         screened = self.screen.screen(reply, utcnow(), held_by=held_by, fan_text=fan_text, picture=picture)
         count(self.metrics, screened.records)
         sends = [await self.moderation(record, counted=True) for record in screened.records]
@@ -70,8 +69,6 @@ class Outputs:
     async def moderation(self, record: ModerationRecord, counted: bool = False) -> asyncio.Future:
         """A verdict that stopped or held something, on the moderation topic (counted unless it was)."""
         if not counted:
-            from consumers.moderation import count
-
             count(self.metrics, [record])
         return await self.producer.send(self.topics.moderation, record.to_json(), key=record.room.encode())
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from stream.persona.card import Persona
+from stream.persona.card import LANGUAGE_NAMES, Persona
 from stream.persona.language import detect_language
 from stream.reasons import ReplyMiss
 
@@ -86,8 +86,6 @@ def check_reply(text: str, persona: Persona, fan_language: str | None = None) ->
 
 def retry_hint(misses: list[ReplyMiss], persona: Persona, fan_language: str | None) -> str:
     """One line added to the fan's turn when a reply is regenerated: what to do differently."""
-    from stream.persona.card import LANGUAGE_NAMES
-
     asks = []
     language = persona.reply_language(fan_language) or persona.default_language
     if ReplyMiss.LANGUAGE_NOT_SPOKEN in misses or ReplyMiss.NOT_FAN_LANGUAGE in misses:
