@@ -1,5 +1,5 @@
 """Message contracts on the topics: Submission, Reply, Escalation, ShedItem, Reasoning, DeadLetter,
-ModerationRecord, HeldReply, ReviewDecision, Feedback (v1).
+ModerationRecord, HeldReply, ReviewDecision, Feedback, Retraction, ForgetRequest (v1).
 
 Typed, strict (no coercion, no unknown fields) and encoded with orjson. The JSON Schema
 of each is exported to ``stream/schemas/`` (see `export_schemas`) for bot authors who
@@ -29,8 +29,10 @@ SCHEMA_DIR = Path(__file__).parent / "schemas"
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 ItemKind = Literal["fan_image", "danmaku_screenshot"]
 Tier = Literal["fast", "deep", "fallback"]
-# An answer is the item's one reply; a holding line ("let me think…") may come before it.
-ReplyRole = Literal["answer", "holding"]
+# An answer is the item's one reply; a holding line ("let me think…") may come before it. A
+# digest thanks the fans of a room whose items were shed ("Thank you A, B and C!"); its
+# item_id names the room and window, not a fan's item.
+ReplyRole = Literal["answer", "holding", "digest"]
 Emotion = Literal["happy", "excited", "shy", "surprised", "thinking", "sad", "neutral"]
 ImageMime = Literal["image/png", "image/jpeg", "image/webp", "image/gif"]
 
@@ -429,6 +431,16 @@ def decode_feedback(raw: bytes) -> Feedback:
     return _decode(raw, Feedback, "a feedback record")
 
 
+def decode_retraction(raw: bytes) -> Retraction:
+    """Parse a record of `replies.retracted`, or raise InvalidEnvelope with its reason."""
+    return _decode(raw, Retraction, "a retraction")
+
+
+def decode_forget_request(raw: bytes) -> ForgetRequest:
+    """Parse a record of `fans.forget`, or raise InvalidEnvelope with its reason."""
+    return _decode(raw, ForgetRequest, "a forget request")
+
+
 def decode_escalation(raw: bytes) -> Escalation:
     """Parse a record of `items.deep`, or raise InvalidEnvelope with its reason."""
     return _decode(raw, Escalation, "an escalation")
@@ -524,6 +536,39 @@ class ReviewDecision(_Contract):
     at: AwareDatetime
 
 
+class Retraction(_Contract):
+    """A reply taken back, on `replies.retracted` (keyed by room).
+
+    Fans reported it past the room's threshold (`reason` "reports", made by the fans app),
+    or an operator retracted it in the console ("operator"). The gateway removes the bubble
+    from every overlay showing it and never replays it; exports leave it out.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    retraction_id: Identifier = Field(description="idempotency key: the same retraction acts once")
+    reply_id: Identifier
+    room: Identifier
+    item_id: Identifier | None = Field(default=None, description="the fan's item the reply answered, when known")
+    reason: Literal["reports", "operator"]
+    reports: int = Field(default=0, ge=0, description="reports counted when it was retracted")
+    operator: str | None = Field(default=None, max_length=128, description="who retracted it, for reason operator")
+    at: AwareDatetime
+
+
+class ForgetRequest(_Contract):
+    """A fan's request to be forgotten in a room, on `fans.forget` (keyed by room, kept for good).
+
+    The fans app removes their profile and table entries; exports never include them.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: Identifier
+    room: Identifier
+    user_id: Identifier
+    requested_by: str = Field(min_length=1, max_length=128, description="who asked: an operator, or the fan's own bot")
+    at: AwareDatetime
+
+
 CONTRACTS: dict[str, type[_Contract]] = {
     "submission.v1": Submission,
     "reply.v1": Reply,
@@ -535,6 +580,8 @@ CONTRACTS: dict[str, type[_Contract]] = {
     "held_reply.v1": HeldReply,
     "review_decision.v1": ReviewDecision,
     "feedback.v1": Feedback,
+    "retraction.v1": Retraction,
+    "forget_request.v1": ForgetRequest,
 }
 
 

@@ -72,6 +72,18 @@ class TopicNames:
         return f"{self.prefix}feedback"
 
     @property
+    def replies_retracted(self) -> str:
+        return f"{self.prefix}replies.retracted"
+
+    @property
+    def fans_profiles(self) -> str:
+        return f"{self.prefix}fans.profiles"
+
+    @property
+    def fans_forget(self) -> str:
+        return f"{self.prefix}fans.forget"
+
+    @property
     def submissions(self) -> tuple[str, str]:
         return (self.fan_images, self.danmaku_screens)
 
@@ -105,4 +117,10 @@ def topic_plan(names: TopicNames, partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(names.replies_held, partitions, {**small, "retention.ms": str(7 * 24 * HOUR_MS)}),
         # Operators' decisions on held replies (who, when, what, before and after): the audit trail.
         TopicSpec(names.review_decisions, partitions, {**small, "retention.ms": str(30 * 24 * HOUR_MS)}),
+        # Replies taken back (reports past the threshold, an operator): kept as long as replies are replayed.
+        TopicSpec(names.replies_retracted, partitions, {**small, "retention.ms": str(7 * 24 * HOUR_MS)}),
+        # What she remembers of each fan, keyed "room user": the latest profile, or a tombstone once forgotten.
+        TopicSpec(names.fans_profiles, partitions, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
+        # Fans who asked to be forgotten: kept for good, so no export ever includes them.
+        TopicSpec(names.fans_forget, partitions, {"cleanup.policy": "delete", "retention.ms": "-1"}),
     ]
