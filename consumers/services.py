@@ -248,7 +248,8 @@ async def gateway_service(
     task = None
     try:
         gateway = Gateway(settings, consumer, metrics or GatewayMetrics())
-        await gateway.start(await partitions_of(bootstrap, settings.topics.replies))
+        await gateway.start(await partitions_of(bootstrap, settings.topics.replies),
+                            await partitions_of(bootstrap, settings.topics.replies_retracted))
         task = asyncio.create_task(gateway.run(), name="gateway")
         yield gateway, task
     finally:
