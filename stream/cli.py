@@ -13,6 +13,7 @@
     idolstream schemas                   export the contracts' JSON Schemas
     idolstream persona check FILE        validate a persona file, naming each bad field
     idolstream moderation check [--words FILE] TEXT   the word filter's verdict on TEXT, as JSON
+    idolstream dataset export --since T [--room R] [--min-likes N] --out DIR   what fans liked, to fine-tune on
     idolstream demo [--items N --exit]   everything, with sample traffic
 
 Heavy imports (torch, transformers) happen inside the commands that need them.
@@ -277,6 +278,15 @@ def _moderation(args: argparse.Namespace) -> int:
     return MODERATION_EXIT[verdict.action]
 
 
+def _dataset(args: argparse.Namespace) -> int:
+    """`dataset export`: liked and approved answers with their pictures, as a fine-tuning dataset; a summary."""
+    from producers.dataset_export import run_export
+
+    for line in run_export(load_settings(FastTierSettings), args.since, args.room, args.min_likes, args.out):
+        print(line)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from consumers.demo import run_demo
 
@@ -412,6 +422,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("text", metavar="TEXT", help="the line to check, as a fan or the idol would write it")
     moderation.set_defaults(func=_moderation)
+
+    dataset = sub.add_parser("dataset", help="fine-tuning datasets made of what fans liked")
+    dataset_sub = dataset.add_subparsers(dest="action", required=True)
+    export = dataset_sub.add_parser(
+        "export",
+        help="write the answers fans liked (or operators approved) with their pictures, for `models finetune`",
+        description="Read the topics up to where they end now and write each answer liked at least --min-likes "
+        "times or approved in review, with the fan's picture, in Qwen3-VL's fine-tuning format (DIR/data.jsonl, "
+        "DIR/images/). Never a reported, retracted, rejected or blocked answer, nor one to a fan who asked to be "
+        "forgotten. Prints how many pairs were written and why the others were left out.",
+    )
+    export.add_argument(
+        "--since", required=True, metavar="T",
+        help="answers given at or after T: an ISO-8601 time (no offset: UTC) or a span back from now: 30m, 6h, 2d, 1w",
+    )
+    export.add_argument("--room", help="one room only (default: every room)")
+    export.add_argument(
+        "--min-likes", type=int, default=1, metavar="N", help="likes an answer needs unless approved (default 1)"
+    )
+    export.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) directory")
+    dataset.set_defaults(func=_dataset)
 
     demo = sub.add_parser("demo", help="broker, services, sample traffic, replies on the overlay")
     demo.add_argument("--items", type=int, default=12, help="sample items to send first")
