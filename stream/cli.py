@@ -33,6 +33,7 @@ from stream.settings import (
     CommonSettings,
     ConsoleSettings,
     DeepTierSettings,
+    FansSettings,
     FastTierSettings,
     GatewaySettings,
     describe_settings,
@@ -205,7 +206,11 @@ def _submit(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from consumers.services import serve_console, serve_deep_tier, serve_fast_tier, serve_gateway
 
-    if args.service == "console":
+    if args.service == "fans":
+        from consumers.fans_app import serve_fans
+
+        serve_fans(load_settings(FansSettings))
+    elif args.service == "console":
         asyncio.run(serve_console(load_settings(ConsoleSettings)))
     elif args.service == "fast-tier":
         asyncio.run(serve_fast_tier(load_settings(FastTierSettings)))
@@ -374,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(func=_submit)
 
     serve = sub.add_parser("serve", help="run one service until SIGTERM")
-    serve.add_argument("service", choices=["fast-tier", "deep-tier", "gateway", "console"])
+    serve.add_argument("service", choices=["fast-tier", "deep-tier", "gateway", "console", "fans"])
     serve.set_defaults(func=_serve)
 
     switch = sub.add_parser("switch-model", help="ask a running tier to switch to another registry model")
