@@ -266,8 +266,8 @@ def summary_lines(
 ) -> list[str]:
     """What the export says when it is done: the pairs written, and how many answers each reason left out."""
     lines = [
-        f"wrote {len(result.pairs)} pairs to {written_to} ({result.liked} liked, {result.approved} approved "
-        f"in review) out of {result.answers} answers in scope"
+        f"wrote {len(result.pairs)} pair{'' if len(result.pairs) == 1 else 's'} to {written_to} "
+        f"({result.liked} liked, {result.approved} approved in review) out of {result.answers} answers in scope"
     ]
     left_out = sum(result.excluded.values())
     reasons = ", ".join(f"{why} {result.excluded[why]}" for why in Exclusion if result.excluded[why])
@@ -279,7 +279,7 @@ def summary_lines(
     if gone:
         lines.append(
             f"image_gone: {gone} liked pair{' was' if gone == 1 else 's were'} not exported because the picture "
-            f"had aged out of the items topics (they keep pictures {items_kept_h:g} h); export more often to keep them"
+            f"had aged out of the items topics (kept {items_kept_h:g} h by default); export more often to keep them"
         )
     skipped = sum(undecodable.values())
     if skipped:

@@ -250,7 +250,7 @@ def test_the_summary_counts_pairs_and_every_reason_and_says_why_pictures_are_mis
     (liked, like), (plain, _), (gone, like_gone) = liked_pair(), liked_pair(), liked_pair()
     join = joined(ExportRules(), [liked, plain, (None, gone[1])], [like, like_gone])
     lines = summary_lines(join.result(), "out/data.jsonl", 1, {"t.feedback": 2, "t.replies": 0}, 6)
-    assert lines[0] == "wrote 1 pairs to out/data.jsonl (1 liked, 0 approved in review) out of 3 answers in scope"
+    assert lines[0] == "wrote 1 pair to out/data.jsonl (1 liked, 0 approved in review) out of 3 answers in scope"
     assert lines[1] == "left out 2: not_liked 1, image_gone 1"
     assert any("fewer than 1 like and not approved" in line for line in lines)
     assert any(line.startswith("image_gone: 1 liked pair was not exported") and "6 h" in line for line in lines)
