@@ -32,6 +32,7 @@ class ReasonCode(StrEnum):
     IMAGE_BAD_SHAPE = "image_bad_shape"
     MODEL_ERROR = "model_error"
     UNDECODABLE_BATCH = "undecodable_batch"
+    WRONG_KEY = "wrong_key"  # a record not keyed by its room: it would be counted on the wrong partition
 
 
 class IdolstreamError(Exception):

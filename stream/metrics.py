@@ -132,6 +132,14 @@ class WorkerMetrics:
         self.model_switching = Gauge(
             "idolstream_model_switching", "1 while the worker switches model", ["tier"], registry=r
         ).labels(tier)
+        self.fan_memory_lookups = _zeroed(Counter(
+            "idolstream_fan_memory_lookups_total",
+            "Fans looked up in the tier's memory: hit (a profile was there) or miss (answered as a first-timer)",
+            ["tier", "result"], registry=r,
+        ), [(tier, "hit"), (tier, "miss")])
+        self.fan_memory_profiles = Gauge(
+            "idolstream_fan_memory_profiles", "Fan profiles held in the tier's memory", ["tier"], registry=r
+        ).labels(tier)
 
     def model_loaded(self, model_id: str):
         return self._model_loaded.labels(self.tier, model_id)
@@ -191,6 +199,15 @@ class GatewayMetrics:
             "idolstream_ws_invalid_replies_total",
             "Records on the replies topic that were not replies or could not be decoded", registry=r,
         )
+        self.retractions = _zeroed(Counter(
+            "idolstream_gateway_retractions_total",
+            "Replies taken back (out of the room history, off the overlays), by reason; each reply once",
+            ["reason"], registry=r,
+        ), ["reports", "operator"])
+        self.invalid_retractions = Counter(
+            "idolstream_gateway_invalid_retractions_total",
+            "Records on the retractions topic that were not retractions or could not be decoded", registry=r,
+        )
 
 
 class ConsoleMetrics:
@@ -214,3 +231,49 @@ class ConsoleMetrics:
         self.refused = Counter(
             "idolstream_console_refused_total", "Console API requests refused, by why", ["reason"], registry=r
         )
+        self.retractions = Counter(
+            "idolstream_console_retractions_total", "Replies an operator retracted from the console", registry=r
+        )
+
+
+class FansMetrics:
+    """What the fans app (`idolstream serve fans`) reports: feedback, answers counted, retractions, digests, lag."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.feedback = Counter(
+            "idolstream_feedback_total", "Likes and reports counted, by the reply's tier, model and persona version",
+            ["kind", "tier", "model_id", "persona_version"], registry=r,
+        )
+        self.answers = Counter(
+            "idolstream_fans_answers_total", "Answers counted by the fans app (the like rate's denominator)",
+            ["tier", "model_id", "persona_version"], registry=r,
+        )
+        self.unreadable = Counter(
+            "idolstream_fans_unreadable_total", "Records the fans app skipped because it could not read them",
+            ["topic"], registry=r,
+        )
+        self.dead_letters = _zeroed(Counter(
+            "idolstream_dead_letters_total", "Feedback records sent to the dead-letter topic", ["reason"], registry=r
+        ), ReasonCode)
+        self.retractions = _zeroed(Counter(
+            "idolstream_retractions_total", "Replies retracted by the fans app", ["reason"], registry=r
+        ), ["reports"])
+        self.digests = _zeroed(Counter(
+            "idolstream_digests_total", "Thank-you digests: sent, or not (nobody left to name, or the word filter)",
+            ["outcome"], registry=r,
+        ), ["sent", "nobody", "filtered"])
+        self.digest_names = Counter("idolstream_digest_names_total", "Fans thanked by name in digests", registry=r)
+        self.profiles = Gauge("idolstream_fans_profiles", "Fan profiles held by the fans app", registry=r)
+        self.forgotten = _zeroed(Counter(
+            "idolstream_fans_forgotten_total", "Fan profiles removed: on request, or past retention",
+            ["why"], registry=r,
+        ), ["request", "retention"])
+        self.lag = Gauge(
+            "idolstream_fans_lag", "Records on the fans app's topics not yet processed", ["topic"], registry=r
+        )
+        self.errors = Counter(
+            "idolstream_fans_errors_total", "Records an agent of the fans app failed on and skipped", ["agent"], registry=r
+        )
+        self.ready = Gauge("idolstream_fans_ready", "1 once the tables are recovered and the app processes", registry=r)

@@ -78,6 +78,15 @@ class WorkerSettings(CommonSettings):
     dlq_max_original_bytes: int = Field(
         default=1024 * 1024, description="originals larger than this are kept in the DLQ as a digest"
     )
+    fan_memory: bool = Field(
+        default=False,
+        description="read fans' profiles (fans.profiles, written by `serve fans`) so her prompt greets a regular as "
+        "one; a fan not found is answered as a first-timer, never waited for",
+    )
+    fan_memory_entries: int = Field(default=100_000, ge=1, description="fan profiles a tier holds at most (LRU)")
+    fan_retention_days: float = Field(
+        default=90.0, gt=0, description="a fan not seen for this long is forgotten (profile and memory)"
+    )
 
     def image_limits(self, max_pixels: int) -> ImageLimits:
         return ImageLimits(
@@ -186,6 +195,61 @@ class ConsoleSettings(FastTierSettings):
                 raise ConfigError(f"IDOLSTREAM_TIER_ADMINS: {part!r} is not tier=http(s)://host:port")
             found[tier.strip()] = url.strip().rstrip("/")
         return found
+
+
+class FansSettings(CommonSettings):
+    """The fans app (`idolstream serve fans`): feedback tables, fan profiles, retraction, thank-you digests."""
+
+    fans_app_id: str = Field(
+        default="idolstream-fans",
+        description="the faust app id: its consumer group and the prefix of its tables' changelog topics",
+    )
+    fans_host: str = Field(default="127.0.0.1", description="address of its /metrics, probes and table views")
+    fans_port: int = Field(default=8790, ge=0, description="port of its /metrics, probes and table views; 0 = any")
+    persona_path: Path = Field(default=Path("config/persona.json"), description="persona file (digest lines)")
+    moderation_words_path: Path = Field(
+        default=Path("config/moderation/words.json"), description="the word filter, run on every digest line"
+    )
+    console_secret: SecretStr | None = Field(
+        default=None, description="operator tokens' secret (the console's): the table views need an operator token"
+    )
+    commit_interval_s: float = Field(default=1.0, gt=0, description="how often processed offsets are committed")
+    report_threshold: int = Field(
+        default=3, ge=0, description="reports that retract a reply (per room overrides in room_report_thresholds); 0 = never"
+    )
+    room_report_thresholds: str = Field(
+        default="", description="per-room report thresholds, e.g. quiet-room=2,big-room=10"
+    )
+    room_window_s: float = Field(default=60.0, gt=0, description="tumbling window of the per-room counts")
+    room_windows_kept_s: float = Field(default=24 * 3600.0, gt=0, description="how long per-room windows are kept")
+    digest_window_s: float = Field(
+        default=30.0, gt=0, description="shed fans of a room are gathered this long, then thanked in one line"
+    )
+    digest_max_names: int = Field(default=5, ge=1, le=50, description="fans named in a digest; the rest are 'N more'")
+    fan_retention_days: float = Field(
+        default=90.0, gt=0, description="a fan not seen for this long is forgotten (profile and memory)"
+    )
+    reply_retention_days: float = Field(
+        default=7.0, gt=0, description="feedback on a reply older than this is no longer counted per reply"
+    )
+    tick_s: float = Field(default=1.0, gt=0, le=60, description="how often windows due are closed and expiry runs")
+
+    def secret(self) -> bytes:
+        return _hmac_secret(self.console_secret, "IDOLSTREAM_CONSOLE_SECRET",
+                            "the fans app's table views take an operator token")
+
+    def threshold_for(self, room: str) -> int:
+        for part in filter(None, (p.strip() for p in self.room_report_thresholds.split(","))):
+            name, _, value = part.partition("=")
+            if name.strip() == room:
+                return int(value)
+        return self.report_threshold
+
+    def model_post_init(self, _context: Any) -> None:
+        for part in filter(None, (p.strip() for p in self.room_report_thresholds.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip() or not value.strip().isdigit():
+                raise ValueError(f"room_report_thresholds: {part!r} is not room=number")
 
 
 class GatewaySettings(CommonSettings):

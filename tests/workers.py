@@ -1,6 +1,6 @@
-"""Fast-tier workers as real processes, for tests that scale a tier's consumer group.
+"""Services as real processes (the fast tier by default), for tests that scale, stop or kill them.
 
-Each worker runs `python -m stream.cli -v serve fast-tier` and its log is read line by
+Each worker runs `python -m stream.cli -v serve <service>` and its log is read line by
 line as it comes, so a test waits on what the worker says (joined the group, was given
 partitions, stopped) instead of guessing with sleeps.
 """
@@ -31,10 +31,12 @@ class Assignment:
 
 
 class WorkerProcess:
-    """One `serve fast-tier` process; `lines` is its log so far, with the time each line was read."""
+    """One `serve <service>` process; `lines` is its log so far, with the time each line was read."""
 
-    def __init__(self, name: str, bootstrap: str, prefix: str, cwd: Path = PROJECT_ROOT, **settings: str) -> None:
+    def __init__(self, name: str, bootstrap: str, prefix: str, cwd: Path = PROJECT_ROOT, service: str = "fast-tier",
+                 **settings: str) -> None:
         self.name = name
+        self.service = service
         self.cwd = cwd  # relative settings and registry sources resolve against it
         self.env = service_env(bootstrap, prefix, **{key: str(value) for key, value in settings.items()})
         self.process: asyncio.subprocess.Process | None = None
@@ -47,7 +49,7 @@ class WorkerProcess:
 
     async def start(self) -> WorkerProcess:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "stream.cli", "-v", "serve", "fast-tier", cwd=self.cwd, env=self.env,
+            sys.executable, "-m", "stream.cli", "-v", "serve", self.service, cwd=self.cwd, env=self.env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         self._reader = asyncio.create_task(self._read(), name=f"log-{self.name}")

@@ -10,6 +10,7 @@ every model answer goes through. Every reply records the persona's ``version``.
 from __future__ import annotations
 
 import hashlib
+import string
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -58,6 +59,44 @@ class ForbiddenTopic(_Strict):
     terms: list[Term] = Field(min_length=1, max_length=200, description="words that mean a reply is on it")
 
 
+_MEMORY_FIELDS = {
+    "first_time": {"name"},
+    "regular": {"name", "earlier", "first_seen"},
+    "last_sent": {"last_seen", "what", "said"},
+    "last_answer": {"answer"},
+}
+
+
+class FanMemoryLines(_Strict):
+    """How her prompt speaks of the fan: a first-timer welcomed, a regular remembered.
+
+    Placeholders: `first_time` {name}; `regular` {name} {earlier} {first_seen};
+    `last_sent` {last_seen} {what} {said}; `last_answer` {answer}. The fan's own words
+    are made inert before they are put in.
+    """
+
+    first_time: Line = "This is {name}'s first time here: welcome them warmly, as a new friend."
+    regular: Line = ("{name} is a regular: {earlier} earlier item(s), first seen {first_seen}. "
+                     "Greet them as someone you remember.")
+    last_sent: Line = "Last time ({last_seen}) they sent {what}{said}"
+    last_answer: Line = "You answered: {answer}"
+
+    @model_validator(mode="after")
+    def _placeholders_known(self) -> FanMemoryLines:
+        problems = []
+        for field, allowed in _MEMORY_FIELDS.items():
+            try:
+                used = {name for _, name, _, _ in string.Formatter().parse(getattr(self, field)) if name is not None}
+            except ValueError as err:
+                problems.append(f"{field}: {err}")
+                continue
+            if used - allowed:
+                problems.append(f"{field}: unknown placeholder(s) {sorted(used - allowed)}; use {sorted(allowed)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Persona(_Strict):
     schema_version: Literal[2] = Field(description="the persona file format; 2 is this one")
     version: str = Field(
@@ -79,6 +118,9 @@ class Persona(_Strict):
     min_reply_chars: int = Field(default=2, ge=1, le=200)
     max_reply_chars: int = Field(default=240, ge=20, le=2000, description="what fits her speech bubble")
     lines: dict[Lang, PersonaLines] = Field(description="holding and fallback lines, one set per language she speaks")
+    fan_memory: FanMemoryLines = Field(
+        default_factory=FanMemoryLines, description="how her prompt greets a first-timer and remembers a regular"
+    )
     motions: dict[Emotion, str] = Field(
         default_factory=dict, description="emotion -> avatar motion name; missing ones use 'idle'"
     )
