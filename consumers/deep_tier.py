@@ -21,10 +21,12 @@ import time
 from dataclasses import dataclass
 
 from consumers.batch_consumer import Outcome, Received
+from consumers.fan_memory import remembered
 from consumers.model_slot import ModelSlot, call_isolating_failures
 from consumers.outputs import Outputs
 from stream.contracts import Escalation, Reasoning, Timings, decode_escalation, utcnow
 from stream.errors import ModelFailure, RejectedItem
+from stream.fans.memory import FanMemory
 from stream.images import admit_image, decode_base64_image
 from stream.metrics import WorkerMetrics
 from stream.models.runtime import GenerationOptions, GenerationRequest, ModelRunner
@@ -64,9 +66,11 @@ class Answer:
 
 class DeepTier:
     def __init__(
-        self, settings: DeepTierSettings, slot: ModelSlot, persona: Persona, outputs: Outputs, metrics: WorkerMetrics
+        self, settings: DeepTierSettings, slot: ModelSlot, persona: Persona, outputs: Outputs, metrics: WorkerMetrics,
+        fan_memory: FanMemory | None = None,
     ) -> None:
         self.settings = settings
+        self.fan_memory = fan_memory
         self.slot = slot
         self.persona = persona
         self.outputs = outputs
@@ -115,7 +119,9 @@ class DeepTier:
         item = escalation.item
         limits = self.settings.image_limits(runner.spec.max_pixels)
         admitted = admit_image(decode_base64_image(item.image.data), limits)
-        request = GenerationRequest(messages=build_messages(self.persona, item, "deep"), images=[admitted.image])
+        memory = remembered(self.fan_memory, item, self.persona, self.metrics)
+        request = GenerationRequest(messages=build_messages(self.persona, item, "deep", None, memory),
+                                    images=[admitted.image])
         return Job(received, escalation, request)
 
     def _think_and_answer(self, runner: ModelRunner, jobs: list[Job]) -> list[Answer]:

@@ -41,6 +41,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.batch_consumer import Outcome, Received
+from consumers.fan_memory import remembered
 from consumers.model_slot import ModelSlot, call_isolating_failures
 from consumers.moderation import FanModeration
 from consumers.outputs import Outputs, source_of
@@ -51,6 +52,7 @@ from stream.contracts import (
 )
 from stream.errors import ModelFailure, RejectedItem
 from stream.escalations import PendingEscalations, still_owed
+from stream.fans.memory import FanMemory
 from stream.flow import RecentIds
 from stream.kafka_io import UndecodableRange, read_skipping_undecodable
 from stream.images import admit_image, decode_base64_image, thumbnail_data_url
@@ -88,6 +90,7 @@ class Prepared:
     language: str | None  # the fan's, when they wrote something
     picture: str | None = None  # the same small JPEG, for a reviewer when the item is held
     judgement: Judgement = ALLOW  # moderation's, on what the fan sent
+    memory: str | None = None  # what she remembers of the fan, in her prompt
 
 
 @dataclass
@@ -131,8 +134,10 @@ class FastTier:
         replies_reader: AIOKafkaConsumer,
         read_recent: RecentReader,
         moderation: FanModeration,
+        fan_memory: FanMemory | None = None,
     ) -> None:
         self.settings = settings
+        self.fan_memory = fan_memory
         self.slot = slot
         self.persona = persona
         self.outputs = outputs
@@ -263,7 +268,7 @@ class FastTier:
 
     def _retry_request(self, item: Prepared, misses: list[ReplyMiss]) -> GenerationRequest:
         hint = retry_hint(misses, self.persona, item.language)
-        messages = build_messages(self.persona, item.submission, "fast", hint)
+        messages = build_messages(self.persona, item.submission, "fast", hint, item.memory)
         return GenerationRequest(messages=messages, images=item.request.images)
 
     def _prepare(self, batch: list[Received]) -> tuple[list[Prepared], list[tuple[Received, RejectedItem, Submission | None]]]:
@@ -282,12 +287,16 @@ class FastTier:
             except RejectedItem as error:
                 rejected.append((received, error, submission))
                 continue
-            request = GenerationRequest(messages=build_messages(self.persona, submission), images=[admitted.image])
+            memory = remembered(self.fan_memory, submission, self.persona, self.metrics)
+            request = GenerationRequest(
+                messages=build_messages(self.persona, submission, "fast", None, memory), images=[admitted.image]
+            )
             features = item_features(submission, admitted.text_coverage)
             picture = thumbnail_data_url(admitted.image, self.settings.reply_thumbnail_px or REVIEW_PICTURE_PX)
             language = fan_language(submission.text, submission.lang, self.persona.languages)
             prepared.append(Prepared(
-                received, submission, request, features, (time.perf_counter() - t0) * 1000, None, language, picture
+                received, submission, request, features, (time.perf_counter() - t0) * 1000, None, language, picture,
+                memory=memory,
             ))
         return prepared, rejected
 

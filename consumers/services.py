@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiokafka import TopicPartition
 
+from stream.fans.memory import FanMemory
 from stream.kafka_io import bootstrap_for, ensure_topics, make_consumer, make_producer, partitions_of, read_recent
 from stream.metrics import GatewayMetrics, WorkerMetrics
 from stream.models.backends import load_runner
@@ -37,6 +38,7 @@ from stream.topics import topic_plan
 from consumers.admin import admin_app, admin_server
 from consumers.batch_consumer import BatchConsumer, BatchLimits
 from consumers.deep_tier import DeepTier
+from consumers.fan_memory import FanMemoryReader
 from consumers.fast_tier import FastTier
 from consumers.gateway import Gateway
 from consumers.model_slot import ModelSlot
@@ -181,12 +183,13 @@ async def fast_tier_service(
     await producer.start()
     await consumer.start()
     await replies.start()
+    stack = contextlib.AsyncExitStack()
     try:
         await _seek_to_end(replies, bootstrap, settings.topics.replies)
         outputs = Outputs(producer, settings.topics, metrics, settings.dlq_max_original_bytes, screen)
         tier = FastTier(settings, slot, persona, outputs, metrics, replies,
                         lambda topic, since_s: read_recent(bootstrap, topic, since_s, "idolstream-fast-recovery"),
-                        moderation)
+                        moderation, await stack.enter_async_context(fan_memory(settings, bootstrap, "fast")))
         limits = BatchLimits(settings.batch_max_size, settings.batch_max_wait_ms, settings.inbox_high_watermark,
                              settings.inbox_low_watermark, settings.commit_interval_s)
         batches = BatchConsumer(consumer, settings.topics.submissions, limits, tier.handle, metrics,
@@ -196,11 +199,27 @@ async def fast_tier_service(
                            [tier.watch_escalations(), tier.recover_escalations()]) as running:
             yield running
     finally:
+        await stack.aclose()
         await replies.stop()
         await consumer.stop()
         await producer.stop()
         if owned:
             moderation.close()
+
+
+@contextlib.asynccontextmanager
+async def fan_memory(settings: WorkerSettings, bootstrap: str, tier: str) -> AsyncIterator[FanMemory | None]:
+    """The tier's memory of fans, followed from `fans.profiles` while the block runs; None when it is off."""
+    if not settings.fan_memory:
+        yield None
+        return
+    memory = FanMemory(settings.fan_memory_entries, settings.fan_retention_days * 86400)
+    reader = FanMemoryReader(bootstrap, settings.topics.fans_profiles, memory, f"idolstream-{tier}-fans")
+    await reader.start()
+    try:
+        yield memory
+    finally:
+        await reader.stop()
 
 
 @contextlib.asynccontextmanager
@@ -215,9 +234,11 @@ async def deep_tier_service(
     producer = make_producer(bootstrap, "idolstream-deep")
     await producer.start()
     await consumer.start()
+    stack = contextlib.AsyncExitStack()
     try:
         outputs = Outputs(producer, settings.topics, metrics, settings.dlq_max_original_bytes, screen)
-        tier = DeepTier(settings, slot, persona, outputs, metrics)
+        tier = DeepTier(settings, slot, persona, outputs, metrics,
+                        await stack.enter_async_context(fan_memory(settings, bootstrap, "deep")))
         limits = BatchLimits(settings.deep_batch_max_size, settings.deep_batch_max_wait_ms,
                              settings.deep_inbox_high_watermark, settings.deep_inbox_low_watermark,
                              settings.commit_interval_s)
@@ -226,6 +247,7 @@ async def deep_tier_service(
         async with _worker(tier, batches, slot, metrics, settings, settings.deep_admin_port, []) as running:
             yield running
     finally:
+        await stack.aclose()
         await consumer.stop()
         await producer.stop()
 

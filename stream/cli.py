@@ -6,7 +6,7 @@
     idolstream models train-demo [--steps N --seed S --out DIR]   train the demo model here
     idolstream models finetune --base ID --data FILE.jsonl --out DIR [--lora]   fine-tune and register
     idolstream submit --room R --user U [--text T] IMAGE...
-    idolstream serve fast-tier|deep-tier|gateway|console   run one service until SIGTERM
+    idolstream serve fast-tier|deep-tier|gateway|console|fans   run one service until SIGTERM
     idolstream switch-model MODEL_ID --admin URL     ask a running tier to switch model
     idolstream token --room R [--ttl S]  a signed room token for the overlay page
     idolstream operator-token --operator NAME [--ttl S]   a signed token for the operator console
@@ -14,6 +14,7 @@
     idolstream persona check FILE        validate a persona file, naming each bad field
     idolstream moderation check [--words FILE] TEXT   the word filter's verdict on TEXT, as JSON
     idolstream dataset export --since T [--room R] [--min-likes N] --out DIR   what fans liked, to fine-tune on
+    idolstream fans forget ROOM USER [--by NAME]   forget a fan: profile, memory, exports
     idolstream demo [--items N --exit]   everything, with sample traffic
 
 Heavy imports (torch, transformers) happen inside the commands that need them.
@@ -292,6 +293,40 @@ def _dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fans(args: argparse.Namespace) -> int:
+    """`fans forget`: ask the fans app to forget a fan in a room (a ForgetRequest on fans.forget, kept for good)."""
+    from stream.contracts import ForgetRequest, new_id, utcnow
+    from stream.kafka_io import bootstrap_for, make_producer
+
+    from pydantic import ValidationError
+
+    settings = load_settings(CommonSettings)
+    try:
+        request = ForgetRequest(request_id=new_id(), room=args.room, user_id=args.user, requested_by=args.by,
+                                at=utcnow())
+    except ValidationError as error:
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in error.errors())
+        print(f"idolstream: not a room and user id ({fields}): ids are 1-128 of A-Z a-z 0-9 . _ : @ -", file=sys.stderr)
+        return 2
+
+    async def send() -> None:
+        from consumers.services import prepare_topics
+
+        bootstrap = bootstrap_for(settings, start_local=False)
+        await prepare_topics(settings, bootstrap)
+        producer = make_producer(bootstrap, "idolstream-cli")
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topics.fans_forget, request.to_json(), key=args.room.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    print(f"asked to forget {args.user} in {args.room} (request {request.request_id}): the fans app removes their "
+          "profile, the tiers their memory of them, and exports leave them out")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from consumers.demo import run_demo
 
@@ -448,6 +483,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) directory")
     dataset.set_defaults(func=_dataset)
+
+    fans = sub.add_parser("fans", help="the fans app's memory of fans")
+    fans_sub = fans.add_subparsers(dest="action", required=True)
+    forget = fans_sub.add_parser(
+        "forget", help="forget a fan in a room: their profile, the tiers' memory of them, and their exports",
+    )
+    forget.add_argument("room", metavar="ROOM")
+    forget.add_argument("user", metavar="USER", help="the fan's user id")
+    forget.add_argument("--by", default="operator", help="who asked (recorded with the request)")
+    fans.set_defaults(func=_fans)
 
     demo = sub.add_parser("demo", help="broker, services, sample traffic, replies on the overlay")
     demo.add_argument("--items", type=int, default=12, help="sample items to send first")

@@ -3,7 +3,8 @@
 The fans app publishes each fan's profile to the compacted `fans.profiles` topic (key
 "room user", a tombstone once forgotten); every tier reads it into a `FanMemory`. A lookup
 never waits: a fan whose profile is not there (new, forgotten, evicted, or not read yet)
-is answered as a first-timer and counted as a miss. At most `capacity` profiles are held,
+is answered as a first-timer and counted as a miss; a hit is a fan she remembers from an
+earlier item. At most `capacity` profiles are held,
 the least recently used going first; a profile older than `retention_s` is not used.
 """
 
@@ -16,7 +17,7 @@ from datetime import datetime
 import orjson
 
 from stream.contracts import Submission
-from stream.fans.profiles import FanProfile, describe, profile_key
+from stream.fans.profiles import FanProfile, describe, earlier_items, profile_key
 from stream.persona.card import FanMemoryLines
 
 
@@ -62,9 +63,13 @@ class FanMemory:
             return profile
 
     def line_for(self, submission: Submission, lines: FanMemoryLines, now: datetime) -> tuple[str, bool]:
-        """The prompt line about the fan sending `submission`, and whether she remembered them (a hit)."""
+        """The prompt line about the fan sending `submission`, and whether she remembered them from before (a hit).
+
+        A miss is a fan with nothing remembered before this item: new, forgotten, or not read yet.
+        """
         profile = self.lookup(submission.room, submission.user.id, now)
-        return describe(profile, submission.item_id, now, lines, submission.user.display_name), profile is not None
+        hit = earlier_items(profile, submission.item_id) >= 1
+        return describe(profile, submission.item_id, now, lines, submission.user.display_name), hit
 
     def __len__(self) -> int:
         return len(self._profiles)

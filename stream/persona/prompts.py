@@ -59,21 +59,24 @@ def system_prompt(persona: Persona, tier: PromptTier = "fast") -> str:
     return "\n".join(parts)
 
 
-def user_prompt(submission: Submission, retry_hint: str | None = None) -> str:
-    """What the fan sent, in words; `retry_hint` asks a regenerated answer to do better."""
+def user_prompt(submission: Submission, retry_hint: str | None = None, memory: str | None = None) -> str:
+    """What the fan sent, in words; `memory` is what she remembers of the fan (`stream.fans.memory`),
+    `retry_hint` asks a regenerated answer to do better."""
     who = neutralise_fan_text(submission.user.display_name, 64)
     what = "a picture" if submission.kind == "fan_image" else "a screenshot of the comment wall"
     said = neutralise_fan_text(submission.text or "")
     line = f"{who} sent {what}."
     line = f"{line} They wrote: {said}" if said else line
-    return f"{line}\n{retry_hint}" if retry_hint else line
+    return "\n".join(part for part in (line, memory, retry_hint) if part)
 
 
 def build_messages(
-    persona: Persona, submission: Submission, tier: PromptTier = "fast", retry_hint: str | None = None
+    persona: Persona, submission: Submission, tier: PromptTier = "fast", retry_hint: str | None = None,
+    memory: str | None = None,
 ) -> list[dict]:
     """Chat messages in the Hugging Face format; the image is the single image part."""
+    text = user_prompt(submission, retry_hint, memory)
     return [
         {"role": "system", "content": [{"type": "text", "text": system_prompt(persona, tier)}]},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user_prompt(submission, retry_hint)}]},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
     ]
