@@ -267,11 +267,13 @@ class FansApp:
         entry = self._digest_entry(shed.room, event.message.partition)
         window = DigestWindow.from_json(entry["window"]) if entry["window"] else DigestWindow(
             shed.room, opened_ms=int(time.time() * 1000))
-        if shed.user.id in entry["blocked"] or not window.add(shed):
-            return
+        if not window.first_time(shed.item_id):
+            return  # read again after a restart
+        self._room_count(shed.room, "shed")
+        if shed.user.id not in entry["blocked"]:
+            window.add(shed)
         entry["window"] = window.to_json()
         self.digests_t[shed.room] = entry
-        self._room_count(shed.room, "shed")
 
     def _digest_entry(self, room: str, partition: int) -> dict:
         return dict(self.digests_t.get(room) or {"room": room, "partition": partition, "window": None, "blocked": {}})

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import signal
 
 import orjson
 import pytest
 
 from consumers.services import prepare_topics
-from stream.contracts import ShedItem, Source, new_id, utcnow
-from stream.reasons import ShedReason
+from stream.contracts import ModerationRecord, ShedItem, Source, UserRef, new_id, utcnow
+from stream.reasons import ModerationAction, ModerationSide, ModerationStage, ShedReason
 from stream.settings import FastTierSettings
 from stream.topics import TopicNames
 from tests.fans_app import FansProcess, feedback, produce, reply_to, submission
@@ -101,5 +102,83 @@ async def test_the_table_views_are_for_operators_only(kafka_bootstrap, topic_pre
 
 def shed(room: str, user: str, name: str, reason=ShedReason.ROOM_PACED, item_id: str | None = None) -> ShedItem:
     return ShedItem(shed_id=new_id(), reason=reason, item_id=item_id or new_id(), room=room, kind="fan_image",
-                    user={"id": user, "display_name": name}, age_ms=10.0,
+                    user=UserRef(id=user, display_name=name), age_ms=10.0,
                     source=Source(topic="fan.images", partition=0, offset=0), at=utcnow())
+
+
+def blocked(room: str, user: str, name: str):
+    return ModerationRecord(record_id=new_id(), item_id=new_id(), room=room, user=UserRef(id=user, display_name=name),
+                            side=ModerationSide.FAN, stage=ModerationStage.WORD_FILTER, action=ModerationAction.BLOCK,
+                            categories=["abuse"], at=utcnow())
+
+
+def thanked(text: str) -> str:
+    found = re.fullmatch(r"Thank you (.+) for the drawings!|The drawings from (.+): thank you, I saw them all!", text)
+    assert found, text
+    return found.group(1) or found.group(2)
+
+
+async def test_shed_fans_are_thanked_by_name_in_one_digest_per_room_and_window(kafka_bootstrap, topic_prefix):
+    names = TopicNames(topic_prefix)
+    await prepare_topics(FastTierSettings(topic_prefix=topic_prefix), kafka_bootstrap)
+    fans = await FansProcess(kafka_bootstrap, topic_prefix, digest_window_s=2, digest_max_names=2).start()
+    try:
+        aki_item = new_id()
+        await produce(kafka_bootstrap, names.moderation, [blocked("roomA", "dan", "Dan")])
+        await produce(kafka_bootstrap, names.shed, [
+            shed("roomA", "aki", "Aki", item_id=aki_item), shed("roomA", "aki", "Aki", item_id=aki_item),
+            shed("roomA", "aki", "Aki"), shed("roomA", "ben", "Ben", ShedReason.USER_RATE_LIMITED),
+            shed("roomA", "dan", "Dan"),  # moderation blocked Dan: never named
+            shed("roomA", "eve", "Eve", ShedReason.STALE),  # waited too long: not a thank-you
+            shed("roomA", "chen", "Chen"), shed("roomB", "fay", "Fay"),
+        ])
+
+        def digests(records):
+            return [r for r in records if r.get("role") == "digest"]
+
+        got = digests(await read_topic(kafka_bootstrap, names.replies, lambda rs: len(digests(rs)) >= 2))
+        by_room = {d["room"]: d for d in got}
+        # Either of her English lines: "Thank you {names} for the drawings!" or "The drawings from {names}: ..."
+        assert thanked(by_room["roomA"]["text"]) == "Aki, Ben and 1 more"  # Chen is the 1 more; Dan and Eve not
+        assert thanked(by_room["roomB"]["text"]) == "Fay"
+        assert {d["tier"] for d in got} == {"fallback"} and by_room["roomA"]["in_reply_to"]["display_name"] == "everyone"
+
+        # A later window of the same room is its own digest; the first windows were not sent twice.
+        await produce(kafka_bootstrap, names.shed, [shed("roomB", "gus", "Gus")])
+        got = digests(await read_topic(kafka_bootstrap, names.replies, lambda rs: len(digests(rs)) >= 3))
+        assert sorted(thanked(d["text"]) for d in got) == ["Aki, Ben and 1 more", "Fay", "Gus"]
+        windows = (await fans.view("/tables/rooms/roomA"))["windows"]
+        assert sum(w["shed"] for w in windows) == 6  # every shed item once: Aki's item read twice counts once
+    finally:
+        await fans.stop()
+
+
+async def test_reports_past_the_room_s_threshold_retract_the_reply_once(kafka_bootstrap, topic_prefix):
+    names = TopicNames(topic_prefix)
+    await prepare_topics(FastTierSettings(topic_prefix=topic_prefix), kafka_bootstrap)
+    fans = await FansProcess(kafka_bootstrap, topic_prefix, report_threshold=2,
+                             room_report_thresholds="quiet=1").start()
+    try:
+        loud = reply_to(submission("room1", "aki", "Aki"), "Hi Aki!")
+        quiet = reply_to(submission("quiet", "ben", "Ben"), "Hi Ben!")
+        await produce(kafka_bootstrap, names.replies, [loud, quiet])
+        await produce(kafka_bootstrap, names.feedback, [feedback("report", loud), feedback("like", quiet)])
+        assert (await fans.until(lambda: fans.view(f"/tables/replies/{loud.reply_id}"), "loud's tally"))["reports"] >= 0
+        await fans.until(lambda: _reports_are(fans, loud.reply_id, 1), "one report on loud")
+        assert not await read_topic(kafka_bootstrap, names.replies_retracted, lambda rs: True)  # under the threshold
+
+        await produce(kafka_bootstrap, names.feedback, [feedback("report", loud), feedback("report", quiet),
+                                                        feedback("report", loud)])
+        await fans.until(lambda: _reports_are(fans, loud.reply_id, 3), "three reports on loud")
+        retracted = await read_topic(kafka_bootstrap, names.replies_retracted, lambda rs: len(rs) >= 2)
+        assert sorted((r["room"], r["reply_id"], r["reason"], r["reports"]) for r in retracted) == sorted([
+            ("room1", loud.reply_id, "reports", 2), ("quiet", quiet.reply_id, "reports", 1)])
+        assert retracted[0]["item_id"] in (loud.item_id, quiet.item_id)
+        assert (await fans.view(f"/tables/replies/{loud.reply_id}"))["retracted"] is True
+    finally:
+        await fans.stop()
+
+
+async def _reports_are(fans: FansProcess, reply_id: str, n: int) -> bool:
+    tally = await fans.view(f"/tables/replies/{reply_id}")
+    return bool(tally) and tally["reports"] == n

@@ -47,13 +47,19 @@ class DigestWindow:
     opened_ms: int = 0  # when its first item was shed; it closes `window` later
     items: list[str] = field(default_factory=list)
 
+    def first_time(self, item_id: str) -> bool:
+        """True for an item this window has not seen (and remember it); False for one read again."""
+        if item_id in self.items:
+            return False
+        self.items = [*self.items, item_id][-MAX_ITEMS_REMEMBERED:]
+        return True
+
     def add(self, shed: ShedItem) -> bool:
-        """Take a shed item in; False for one not thanked (stale, duplicate, or read twice)."""
-        if shed.reason not in THANKED_REASONS or shed.room != self.room or shed.item_id in self.items:
+        """Take a shed item in; False for one not thanked (stale, duplicate, another room's)."""
+        if shed.reason not in THANKED_REASONS or shed.room != self.room:
             return False
         self.names.setdefault(shed.user.id, shed.user.display_name)
         self.kinds.add(shed.kind)
-        self.items = [*self.items, shed.item_id][-MAX_ITEMS_REMEMBERED:]
         return True
 
     def drop(self, user_id: str) -> None:
