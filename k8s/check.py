@@ -16,10 +16,11 @@ the overlay, which selects a `Policy` below. Everything runs offline:
   metadata is checked loosely; CEL rules (x-kubernetes-validations) are not evaluated. A kind
   whose CRD is absent is listed as not validated, which alone does not fail the check.
 - Then the project's rules, read from the code rather than restated: the KafkaTopics are
-  `topic_plan()`'s, KEDA never asks for more replicas than partitions, the PrometheusRule is
-  grafana/alerts/idolstream.rules.yml, the containers run `idolstream serve ...` with
-  settings that load and probes on the ports those settings open, the Ingress exposes only
-  the page and the websocket, a tier's grace period outlasts its batch, and so on.
+  `topic_plan()`'s (and the fans app's `app_topics()`), KEDA never asks for more replicas
+  than partitions, the PrometheusRule is grafana/alerts/idolstream.rules.yml, the containers
+  run `idolstream serve ...` with settings that load and probes on the ports those settings
+  open, the Ingress exposes only the page and the websocket, a tier's grace period outlasts
+  its batch, the fans app runs alone and the tiers read the profiles it publishes, and so on.
 
 `--sync` rewrites the copies kept under k8s/base (kustomize reads nothing outside it) from
 the project's files: config/persona.json, config/models.json and the alert rules.
@@ -46,8 +47,11 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from consumers.fans_app import app_topics
 from stream.cli import build_parser
-from stream.settings import CommonSettings, ConsoleSettings, DeepTierSettings, FastTierSettings, GatewaySettings
+from stream.settings import (
+    CommonSettings, ConsoleSettings, DeepTierSettings, FansSettings, FastTierSettings, GatewaySettings,
+)
 from stream.tokens import MIN_SECRET_BYTES
 from stream.topics import TopicNames, TopicSpec, topic_plan
 
@@ -85,6 +89,11 @@ class ServiceKind:
     settings: type[CommonSettings]
     port_field: str  # the HTTP port serving /healthz, /readyz and /metrics
     host_field: str
+    # One pod by design: the fans app's faust tables are sharded by partition, so a second
+    # worker would split them and each pod's views would show half. It runs `replicas: 1` with
+    # the Recreate strategy, and HA's two pods per budget do not apply: it is off the answer
+    # path, and what it reads waits in Kafka while it moves to another node.
+    single: bool = False
 
 
 SERVICES = {
@@ -92,6 +101,7 @@ SERVICES = {
     "deep-tier": ServiceKind(DeepTierSettings, "deep_admin_port", "admin_host"),
     "gateway": ServiceKind(GatewaySettings, "port", "host"),
     "console": ServiceKind(ConsoleSettings, "console_port", "console_host"),
+    "fans": ServiceKind(FansSettings, "fans_port", "fans_host", single=True),
 }
 TIERS = ("fast-tier", "deep-tier")
 # Topic configs an overlay may add to the code's (replication is the cluster's business).
@@ -359,41 +369,51 @@ def settings_from_env(cls, env: dict[str, dict], where: str, report: Report) -> 
         return None
 
 
-def expected_topics(served: list[ServedContainer], report: Report) -> list[TopicSpec]:
-    """topic_plan() for the prefix and partitions the services run with (all must agree)."""
+PLANNED_BY = {"topic_plan": "topic_plan()", "fans": "the fans app's app_topics()"}
+
+
+def expected_topics(served: list[ServedContainer], report: Report) -> dict[str, list[TopicSpec]]:
+    """topic_plan() for the prefix and partitions the services run with (all must agree), and the
+    fans app's own topics (its tables' changelogs, its ticks) when it is deployed; by who plans them."""
     shapes = {(c.settings.topic_prefix, c.settings.topic_partitions) for c in served}
     if len(shapes) > 1:
         report.problems.append(f"services disagree on topic prefix/partitions: {sorted(shapes)}")
     prefix, partitions = min(shapes) if shapes else (CommonSettings.model_fields["topic_prefix"].default,
                                                      CommonSettings.model_fields["topic_partitions"].default)
-    return topic_plan(TopicNames(prefix), partitions)
+    plans = {"topic_plan": topic_plan(TopicNames(prefix), partitions)}
+    fans = [spec for c in served if c.service == "fans" for spec in app_topics(c.settings)]
+    if fans:
+        plans["fans"] = list({spec.name: spec for spec in fans}.values())
+    return plans
 
 
 # -- project rules -----------------------------------------------------------------------
 
 
-def check_topics(docs: list[dict], plan: list[TopicSpec], report: Report) -> None:
-    """The KafkaTopics are topic_plan()'s: names, partitions and configs (plus replication)."""
+def check_topics(docs: list[dict], plans: dict[str, list[TopicSpec]], report: Report) -> None:
+    """The KafkaTopics are the code's: names, partitions and configs (plus replication)."""
     rendered = {doc.get("spec", {}).get("topicName") or name_of(doc): doc for doc in of_kind(docs, "KafkaTopic")}
-    wanted = {spec.name: spec for spec in plan}
+    wanted = {spec.name: (spec, PLANNED_BY[plan]) for plan, specs in plans.items() for spec in specs}
     for name in sorted(wanted.keys() - rendered.keys()):
-        report.problems.append(f"topic {name} of topic_plan() has no KafkaTopic")
+        report.problems.append(f"topic {name} of {wanted[name][1]} has no KafkaTopic")
     for name in sorted(rendered.keys() - wanted.keys()):
-        report.problems.append(f"{ref(rendered[name])}: topic {name} is not in topic_plan()")
+        report.problems.append(
+            f"{ref(rendered[name])}: topic {name} is not in {' nor '.join(PLANNED_BY[plan] for plan in plans)}"
+        )
     for name in sorted(wanted.keys() & rendered.keys()):
-        spec, doc = wanted[name], rendered[name]
+        (spec, planner), doc = wanted[name], rendered[name]
         body = doc.get("spec", {})
         if body.get("partitions") != spec.partitions:
             report.problems.append(
-                f"{ref(doc)}: {body.get('partitions')} partitions, topic_plan() says {spec.partitions}"
+                f"{ref(doc)}: {body.get('partitions')} partitions, {planner} says {spec.partitions}"
             )
         config = {k: str(v) for k, v in (body.get("config") or {}).items()}
         for key, value in spec.configs.items():
             if config.get(key) != value:
-                report.problems.append(f"{ref(doc)}: {key}={config.get(key)}, topic_plan() says {value}")
+                report.problems.append(f"{ref(doc)}: {key}={config.get(key)}, {planner} says {value}")
         for key in sorted(config.keys() - spec.configs.keys() - REPLICATION_CONFIGS):
-            report.problems.append(f"{ref(doc)}: config {key} is not in topic_plan() (add it in stream/topics.py)")
-    report.facts.append(f"{len(wanted)} topics = topic_plan()")
+            report.problems.append(f"{ref(doc)}: config {key} is not in {planner} (add it in the code)")
+    report.facts.append(" + ".join(f"{len(specs)} topics = {PLANNED_BY[plan]}" for plan, specs in plans.items()))
 
 
 def check_topic_replicas(docs: list[dict], served: list[ServedContainer], report: Report) -> None:
@@ -502,7 +522,8 @@ def check_scaling(docs: list[dict], served: list[ServedContainer], plan: list[To
             if meta.get("bootstrapServers") not in bootstraps:
                 report.problems.append(
                     f"{ref(scaler)}: bootstrapServers {meta.get('bootstrapServers')} is not the cluster's "
-                    f"namespace-qualified address (one of {sorted(bootstraps)}): KEDA resolves it from its own namespace"
+                    f"namespace-qualified address (one of {sorted(bootstraps)}): "
+                    "KEDA resolves it from its own namespace"
                 )
             if "lagThreshold" not in meta:
                 report.problems.append(f"{ref(scaler)}: a kafka trigger without lagThreshold")
@@ -594,6 +615,47 @@ def check_workloads(docs: list[dict], served: list[ServedContainer], policy: Pol
 
 
 
+def check_alone(c: ServedContainer, report: Report) -> None:
+    """A service that runs one replica by design: exactly one, and never two during a rollout."""
+    spec = c.deployment.get("spec", {})
+    if spec.get("replicas", 1) != 1:
+        report.problems.append(
+            f"{ref(c.deployment)}: {spec.get('replicas')} replicas; the {c.service} app runs one (its faust tables "
+            "are sharded by partition: more workers split them, and each pod's views would show a part)"
+        )
+    if spec.get("strategy", {}).get("type") != "Recreate":
+        report.problems.append(
+            f"{ref(c.deployment)}: strategy {spec.get('strategy', {}).get('type', 'RollingUpdate')}; a rollout "
+            "would run two workers at once (use Recreate)"
+        )
+
+
+def check_fans(served: list[ServedContainer], report: Report) -> None:
+    """The tiers remember fans exactly when a fans app publishes their profiles, and the fans app
+    checks operator tokens with the console's secret."""
+    fans = [c for c in served if c.service == "fans"]
+    for tier in (c for c in served if c.service in TIERS):
+        if tier.settings.fan_memory and not fans:
+            report.problems.append(
+                f"{tier.where}: IDOLSTREAM_FAN_MEMORY is on but no fans app publishes profiles: every fan a first-timer"
+            )
+        elif fans and not tier.settings.fan_memory:
+            report.problems.append(
+                f"{tier.where}: fan memory off while a fans app publishes profiles (set IDOLSTREAM_FAN_MEMORY=true)"
+            )
+    secrets = {
+        (c.service, str(secret_ref.get("name")), str(secret_ref.get("key"))) for c in served
+        if (secret_ref := c.env.get("IDOLSTREAM_CONSOLE_SECRET", {}).get("valueFrom", {}).get("secretKeyRef"))
+    }
+    if len({(name, key) for _, name, key in secrets}) > 1:
+        report.problems.append(
+            "IDOLSTREAM_CONSOLE_SECRET comes from different Secrets "
+            f"({', '.join(f'{s}: {n}/{k}' for s, n, k in sorted(secrets))}): one operator token would not open both"
+        )
+    if fans:
+        report.facts.append("the fans app runs alone, the tiers read its profiles")
+
+
 def check_image(image: str, policy: Policy, where: str, report: Report) -> None:
     """The overlay set a repository and tag (kustomize images:); a pinned one names a release."""
     if "@sha256:" in image:
@@ -658,6 +720,10 @@ def check_served(docs: list[dict], c: ServedContainer, policy: Policy, deadline_
     if c.service == "console":
         check_mounted_files(docs, c, report)
         return
+    if c.service == "fans":
+        check_mounted_files(docs, c, report)
+        check_alone(c, report)
+        return
     if c.service == "gateway":
         memory = quantity(container.get("resources", {}).get("limits", {}).get("memory", "0"))
         if memory <= settings.history_max_mib * 2**20:
@@ -691,9 +757,11 @@ def check_served(docs: list[dict], c: ServedContainer, policy: Policy, deadline_
 
 
 def check_mounted_files(docs: list[dict], c: ServedContainer, report: Report) -> dict[str, str | None]:
-    """The persona, registry and word list a service reads are files of mounted ConfigMaps; their contents."""
+    """The persona, registry and word list a service reads (those of its settings) are files of
+    mounted ConfigMaps; their contents."""
     files = {name: mounted_file(docs, c, getattr(c.settings, name))
-             for name in ("persona_path", "registry_path", "moderation_words_path")}
+             for name in ("persona_path", "registry_path", "moderation_words_path")
+             if name in type(c.settings).model_fields}
     for name, content in files.items():
         if content is None:
             report.problems.append(
@@ -867,7 +935,7 @@ def check_disruption(docs: list[dict], served: list[ServedContainer], policy: Po
             allowed = replicas - pods_of(budget.get("minAvailable", 0), replicas)
         if allowed < 1:
             report.problems.append(f"{ref(pdbs[0])}: allows no disruption at {replicas} replica(s): drains would hang")
-        if policy.ha and replicas - allowed < 1:
+        if policy.ha and replicas - allowed < 1 and not SERVICES[c.service].single:
             report.problems.append(f"{ref(pdbs[0])}: at {replicas} replica(s) a drain may take every pod down")
 
 
@@ -879,18 +947,19 @@ def check_overlay(name: str, docs: list[dict], crds: CrdSchemas, k8s_version: st
         return report
     validate_schemas(docs, crds, k8s_version, report)
     served = served_containers(docs, report)
-    plan = expected_topics(served, report)
+    plans = expected_topics(served, report)
     rules = [
-        lambda: check_topics(docs, plan, report),
+        lambda: check_topics(docs, plans, report),
         lambda: check_topic_replicas(docs, served, report),
         lambda: check_kafka(docs, policy, report),
-        lambda: check_scaling(docs, served, plan, report),
+        lambda: check_scaling(docs, served, plans["topic_plan"], report),
         lambda: check_alert_rules(docs, RULES_FILE, report),
         lambda: check_config_copies(docs, report),
         lambda: check_workloads(docs, served, policy, report),
         lambda: check_ingress(docs, served, report),
         lambda: check_monitors(docs, served, report),
         lambda: check_disruption(docs, served, policy, report),
+        lambda: check_fans(served, report),
     ]
     for rule in rules:
         try:
@@ -922,7 +991,8 @@ def summary(report: Report, source: str, k8s_version: str, crds: CrdSchemas) -> 
 PROMETHEUS_RULE_HEAD = """\
 # Generated by `python k8s/check.py --sync` from grafana/alerts/idolstream.rules.yml: edit
 # that file, then sync (`make check-k8s` fails while the two differ). The rules' `job` labels
-# (fast-tier, deep-tier, gateway) are the names of the Services the ServiceMonitors scrape.
+# (fast-tier, deep-tier, gateway, console, fans) are the names of the Services the
+# ServiceMonitors scrape.
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule
 metadata:

@@ -72,8 +72,9 @@ def test_make_check_k8s_passes(make_check_k8s):
     assert "check-k8s: 2 overlays valid" in out
     for overlay in ("dev", "prod"):
         assert f"{overlay} (build/k8s/{overlay}.yaml):" in out
-    assert "Deployment 4" in out and "Ingress 1" in out and "PodDisruptionBudget 4" in out
+    assert "Deployment 5" in out and "Ingress 1" in out and "PodDisruptionBudget 5" in out
     assert f"{len(check.topic_plan(check.TopicNames()))} topics = topic_plan()" in out
+    assert "6 topics = the fans app's app_topics()" in out and "jobs console, deep-tier, fans," in out
 
 
 @needs_crds
@@ -271,6 +272,47 @@ def _moving_image_tag(docs):
     container(docs, "gateway")["image"] = "ghcr.io/idolstream/idolstream:latest"
 
 
+def _fans_scaled_out(docs):
+    obj(docs, "Deployment", "fans")["spec"]["replicas"] = 2
+
+
+def _fans_rolling_update(docs):
+    obj(docs, "Deployment", "fans")["spec"]["strategy"] = {"type": "RollingUpdate"}
+
+
+def _fans_changelog_missing(docs):
+    docs.remove(obj(docs, "KafkaTopic", "idolstream-fans-fan-profiles-changelog"))
+
+
+def _fans_changelog_partitions(docs):
+    obj(docs, "KafkaTopic", "idolstream-fans-reply-tallies-changelog")["spec"]["partitions"] = 3
+
+
+def _fans_probe_on_another_port(docs):
+    container(docs, "fans")["readinessProbe"]["httpGet"]["port"] = 8081
+
+
+def _fans_word_list_not_mounted(docs):
+    volumes = obj(docs, "Deployment", "fans")["spec"]["template"]["spec"]["volumes"]
+    config = next(v for v in volumes if v["name"] == "config")
+    config["projected"]["sources"] = [s for s in config["projected"]["sources"]
+                                      if not s["configMap"]["name"].startswith("idolstream-moderation-words")]
+
+
+def _fans_with_another_secret(docs):
+    env = container(docs, "fans")["env"]
+    next(e for e in env if e["name"] == "IDOLSTREAM_CONSOLE_SECRET")["valueFrom"]["secretKeyRef"]["name"] = "other"
+
+
+def _tier_forgets_fans(docs):
+    env = container(docs, "deep-tier")["env"]
+    env[:] = [e for e in env if e["name"] != "IDOLSTREAM_FAN_MEMORY"]
+
+
+def _no_fans_app(docs):
+    docs.remove(obj(docs, "Deployment", "fans"))
+
+
 MUTATIONS = [
     # (overlay, mutation, what the report must say)
     ("dev", _unknown_container_field, "'imagePullPolicyy' was unexpected"),
@@ -307,6 +349,17 @@ MUTATIONS = [
     ("prod", _moving_image_tag, "image tag latest names no single build"),
     ("dev", _keda_with_the_short_kafka_name, "KEDA resolves it from its own namespace"),
     ("prod", _services_create_topics_unreplicated, "IDOLSTREAM_TOPIC_REPLICAS=1, the KafkaTopics have [3] replicas"),
+    ("prod", _fans_scaled_out, "Deployment/fans: 2 replicas; the fans app runs one"),
+    ("dev", _fans_rolling_update, "Deployment/fans: strategy RollingUpdate; a rollout would run two workers"),
+    ("prod", _fans_changelog_missing,
+     "topic idolstream-fans-fan-profiles-changelog of the fans app's app_topics() has no KafkaTopic"),
+    ("dev", _fans_changelog_partitions, "3 partitions, the fans app's app_topics() says 6"),
+    ("dev", _fans_probe_on_another_port, "readinessProbe is GET /readyz on port 8081, the service answers /readyz on "
+     "IDOLSTREAM_FANS_PORT=8790"),
+    ("prod", _fans_word_list_not_mounted, "Deployment/fans container fans: IDOLSTREAM_MODERATION_WORDS_PATH="),
+    ("prod", _fans_with_another_secret, "IDOLSTREAM_CONSOLE_SECRET comes from different Secrets"),
+    ("prod", _tier_forgets_fans, "fan memory off while a fans app publishes profiles"),
+    ("dev", _no_fans_app, "IDOLSTREAM_FAN_MEMORY is on but no fans app publishes profiles"),
 ]
 CRD_MUTATIONS = [
     ("prod", _kafka_typo, "'listners' was unexpected"),
