@@ -18,11 +18,12 @@ import yaml
 from stream.dashboards import expand, label_values, problems, queries, variables
 
 HERE = Path(__file__).resolve().parent
-# The variables each dashboard must offer: a datasource, and the tier (and room) filters.
+# The variables each dashboard must offer: a datasource, and the tier (and room, model, persona) filters.
 REQUIRED = {
     "overview.json": ("datasource", "tier", "room"),
     "model.json": ("datasource", "tier"),
     "safety.json": ("datasource", "tier"),
+    "fans.json": ("datasource", "tier", "model", "persona"),
 }
 
 

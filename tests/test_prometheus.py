@@ -1,6 +1,8 @@
 """The dashboards and alerts against a real Prometheus (Debian's package, installed by
 `make setup`) scraping a running stack under sample load: every panel query and every
-alert's measured parts return series, and Prometheus evaluates every rule without error."""
+alert's measured parts return series, and Prometheus evaluates every rule without error.
+The stack is the tiers (their fan memory on), the gateway, the console and the fans app
+(`idolstream serve fans`, a process of its own), with fans liking and reporting answers."""
 
 from __future__ import annotations
 
@@ -13,14 +15,19 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import yaml
 
 from producers.samples import sample_item
 from consumers.console import console_service
+from stream.contracts import Feedback, ShedItem, Source, UserRef, new_id, utcnow
 from stream.dashboards import alert_operands, expand, label_values, queries, variables
+from stream.reasons import ShedReason
 from stream.settings import ConsoleSettings
-from tests.stack import WAIT_S, next_reply, running_stack
+from stream.topics import TopicNames
+from tests.fans_app import FansProcess, produce
+from tests.stack import WAIT_S, Stack, next_reply, running_stack
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +40,8 @@ BLOCKED = ["加微信 免费领取 free followers", "you are such an idiot", "�
 RAID = 40  # blocked items in a burst: over the raid alert's 6 a minute, averaged over its 5 minutes
 INVALID = 7  # items that are not JSON: 7 in 53, over the dead-letter alert's 10%
 TO_REVIEW = "exams again tomorrow... I want to die"
+REPORTED = 3  # answers reported, each past the fans app's threshold of 1: retracted, over the surge alert's 2
+SHED_FANS = ("Mei", "Taro")  # thanked in one digest
 # The variables' values each dashboard must find: the overview's tiers are those that answered.
 MODEL_TIERS = {"tier": {"fast", "deep"}}
 EXPECTED = {"model.json": MODEL_TIERS, "safety.json": MODEL_TIERS}
@@ -110,9 +119,10 @@ async def until_series(api: httpx.AsyncClient, named: dict[str, str], timeout: f
 async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
     kafka_bootstrap, topic_prefix, fast_runner, deep_runner, tmp_path
 ):
+    names = TopicNames(topic_prefix)
     async with running_stack(
-        kafka_bootstrap, topic_prefix, fast_runner, deep_runner, {"deep_admin_port": 0},
-        admin_port=0, deep_deadline_ms=60_000,
+        kafka_bootstrap, topic_prefix, fast_runner, deep_runner, {"deep_admin_port": 0, "fan_memory": True},
+        admin_port=0, deep_deadline_ms=60_000, fan_memory=True,
         # The persona checks on: random replies to fans who wrote English are seldom English, so
         # they miss and are regenerated (on time whatever the machine's load).
         check_replies=True, regenerate_within_ms=60_000,
@@ -120,9 +130,10 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
         ConsoleSettings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, topic_partitions=2,
                         console_port=0, console_secret="console-secret-for-tests-only-0123456789"),
         kafka_bootstrap,
-    ) as (_, console_port):
+    ) as (_, console_port), running_fans(kafka_bootstrap, topic_prefix) as fans:
+        # The jobs as Kubernetes names them (the Services' names, k8s/check.py checks it).
         targets = {"fast-tier": stack.fast_worker.admin_port, "deep-tier": stack.deep_worker.admin_port,
-                   "gateway": stack.gateway_port, "console": console_port}
+                   "gateway": stack.gateway_port, "console": console_port, "fans": int(fans.url.rsplit(":", 1)[1])}
         async with running_prometheus(tmp_path, targets) as api:
             # Sample load: a raid of fans' items the word filter blocks, one held for review, plain
             # items, one that escalates to the deep tier, items that are not JSON.
@@ -136,17 +147,31 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
             await stack.submit("room-p", seed=9, text=MATHS)
             for _ in range(INVALID):
                 await stack.client.submit_raw("fan_image", "room-p", b'{"schema_version": 1,')
+            answers: list[dict] = []
             answered: set[str] = set()  # tiers of the answers (persona lines are tier "fallback")
             while "deep" not in answered:  # the fast answers (or persona lines), holding lines, the deep answer
                 reply = await next_reply(overlay)
                 if reply["role"] == "answer":
+                    answers.append(reply)
                     answered.add(reply["tier"])
+
+            # The fans' side: a fan she answered sends again and her memory has them; fans like and
+            # report her answers (a report retracts at the threshold of 1), two fans whose items were
+            # shed are thanked in a digest; a record the fans app cannot read, feedback it dead-letters.
+            sent_again = await until_remembered(stack, fans, "room-p", seed=0)
+            await fans_feedback(kafka_bootstrap, names, fans, answers)
+            await produce(kafka_bootstrap, names.shed, [
+                *(shed_item(names, "room-d", name) for name in SHED_FANS), ("room-d", b"{not json"),
+            ])
 
             # Each dashboard's variables take their values from what Prometheus scraped, as in Grafana.
             panel_queries: dict[str, str] = {}
             for path in DASHBOARDS:
                 dashboard = json.loads(path.read_text())
                 want = EXPECTED.get(path.name, {"tier": answered, "room": {"room-p"}})
+                if path.name == "fans.json":  # what the fans app counted: the answers' tiers, models, personas
+                    want = {"tier": answered, "model": {r["model_id"] for r in answers},
+                            "persona": {r.get("persona_version") or "-" for r in answers}}
                 values = {}
                 for name, variable in variables(dashboard).items():
                     if variable["type"] != "query":
@@ -166,7 +191,7 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
                 for group in rules for rule in group["rules"]
                 for i, operand in enumerate(alert_operands(rule["expr"]), 1)
             }
-            assert len(panel_queries) >= 45 and "safety.json" in {p.name for p in DASHBOARDS}
+            assert len(panel_queries) >= 80 and {"safety.json", "fans.json"} <= {p.name for p in DASHBOARDS}
             assert {key.split()[1] for key in alert_queries} == {r["alert"] for g in rules for r in g["rules"]}
             missing = await until_series(api, {**panel_queries, **alert_queries})
             assert not missing, "no series for:\n" + "\n".join(f"{k}: {v}" for k, v in missing.items())
@@ -177,8 +202,8 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
             # held item's answer (and any holding line or deep answer it got) held; replies that missed
             # the persona checks, and their regenerations.
             wanted = {
-                'sum(idolstream_items_consumed_total{tier="fast"})': RAID + 6 + INVALID,
-                'sum(idolstream_dead_letters_total{reason="invalid_json"})': INVALID,
+                'sum(idolstream_items_consumed_total{tier="fast"})': RAID + 6 + INVALID + sent_again,
+                'sum(idolstream_dead_letters_total{job="fast-tier", reason="invalid_json"})': INVALID,
                 'sum(idolstream_escalations_total{reason="maths"})': 1,
                 'sum(idolstream_items_consumed_total{tier="deep"}) - sum(idolstream_escalations_total)': 0,
                 'sum(idolstream_moderation_verdicts_total{side="fan", stage="word_filter", action="block"})': RAID,
@@ -192,6 +217,22 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
                 'sum(idolstream_reply_regenerations_total{tier="fast"}) >= bool 1': 1,
                 # The console reads the held replies back: they wait in its review queue.
                 'max(idolstream_review_pending) >= bool 1': 1,
+                # The fans app: every like and report, counted under the tier of the answer (read before them);
+                # the reported answers retracted; the bad feedback dead-lettered, the shed record it could not
+                # read (and the items that are not JSON) skipped; the digest naming both fans; no agent failed.
+                'sum(idolstream_feedback_total{kind="like", tier!="unknown"})': len(answers) - REPORTED,
+                'sum(idolstream_feedback_total{kind="report", tier!="unknown"})': REPORTED,
+                'sum(idolstream_retractions_total{reason="reports"})': REPORTED,
+                'sum(idolstream_dead_letters_total{job="fans", reason="schema_violation"})': 1,
+                f'sum(idolstream_fans_unreadable_total{{topic="{names.shed}"}})': 1,
+                f'sum(idolstream_fans_unreadable_total{{topic="{names.fan_images}"}})': INVALID,
+                'sum(idolstream_digests_total{outcome="sent"})': 1,
+                'sum(idolstream_digest_names_total)': len(SHED_FANS),
+                'sum(idolstream_fans_errors_total) or vector(0)': 0,
+                'min(idolstream_fans_ready)': 1,
+                # The regular's last item was a hit in the fast tier's memory, which holds the fans' profiles.
+                'sum(idolstream_fan_memory_lookups_total{tier="fast", result="hit"}) >= bool 1': 1,
+                'max(idolstream_fan_memory_profiles{tier="fast"}) >= bool 1': 1,
             }
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(WAIT_S):
@@ -203,17 +244,72 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
             # (over its 10%) and goes pending (`for: 5m` keeps it from firing yet); the raid alert sees 40
             # of 53 blocked, more than 6 a minute over its 5 minutes, and goes pending (firing after its
             # 2 minutes on a slow machine). The deadline and lag ones stay quiet.
-            names = {rule["alert"] for group in rules for rule in group["rules"]}
-            raised = ("IdolstreamDeadLettersHigh", "IdolstreamFanItemsBlockedSurge")
+            alerts = {rule["alert"] for group in rules for rule in group["rules"]}
+            raised = ("IdolstreamDeadLettersHigh", "IdolstreamFanItemsBlockedSurge", "IdolstreamRetractionsSurge")
             async with asyncio.timeout(WAIT_S):
                 while "inactive" in {(evaluated := await alert_rules(api))[name]["state"] for name in raised}:
                     await asyncio.sleep(0.5)
-            assert set(evaluated) == names
-            assert {name: r["health"] for name, r in evaluated.items()} == dict.fromkeys(names, "ok"), evaluated
+            assert set(evaluated) == alerts
+            assert {name: r["health"] for name, r in evaluated.items()} == dict.fromkeys(alerts, "ok"), evaluated
             assert evaluated["IdolstreamDeadLettersHigh"]["state"] == "pending"
             assert evaluated["IdolstreamFanItemsBlockedSurge"]["state"] in ("pending", "firing")
-            assert evaluated["IdolstreamDeepDeadlineMisses"]["state"] == "inactive"
-            assert evaluated["IdolstreamConsumerLagGrowing"]["state"] == "inactive"
+            # 3 of her few answers retracted by reports: over one in twenty, and over 2 in 10 minutes.
+            assert evaluated["IdolstreamRetractionsSurge"]["state"] == "pending"
+            for quiet in ("IdolstreamDeepDeadlineMisses", "IdolstreamConsumerLagGrowing", "IdolstreamFansAppNotReady",
+                          "IdolstreamFansAppLagging"):
+                assert evaluated[quiet]["state"] == "inactive", quiet
+
+
+@contextlib.asynccontextmanager
+async def running_fans(bootstrap: str, prefix: str):
+    """The fans app as a process: one report retracts a reply, and shed fans are thanked after a second."""
+    fans = FansProcess(bootstrap, prefix, topic_partitions=2, report_threshold=1, digest_window_s=1)
+    try:
+        yield await fans.start()
+    finally:
+        if fans.worker is not None:
+            if not fans.worker.exited:
+                await fans.stop()
+            await fans.worker.close()
+
+
+async def until_remembered(stack: Stack, fans: FansProcess, room: str, seed: int) -> int:
+    """The fan of sample `seed`, answered before, sends again until the fast tier's memory knows them (a
+    hit): at once unless their profile has not reached the tier yet. How many items that took."""
+    user = sample_item(seed).user_id
+    await fans.until(lambda: fans.view(f"/tables/fans/{room}/{user}"), f"the profile of {user}")
+
+    def lookups(result: str) -> float:
+        sample = {"tier": "fast", "result": result}
+        return stack.metrics.registry.get_sample_value("idolstream_fan_memory_lookups_total", sample) or 0.0
+
+    for sent in range(1, 6):
+        hits, misses = lookups("hit"), lookups("miss")
+        await stack.submit(room, seed=seed)
+        async with asyncio.timeout(WAIT_S):  # until the tier has looked the fan up
+            while lookups("hit") + lookups("miss") == hits + misses:
+                await asyncio.sleep(0.2)
+        if lookups("hit") > hits:
+            return sent
+    raise AssertionError(f"the fast tier never remembered {user}")
+
+
+async def fans_feedback(bootstrap: str, names: TopicNames, fans: FansProcess, answers: list[dict]) -> None:
+    """Reports on the first REPORTED answers, likes on the others, once the fans app has read them all (so
+    each counts under its answer's tier and model); and one feedback record of a kind no fan can send."""
+    for reply in answers:
+        await fans.until(lambda: fans.view(f"/tables/replies/{reply['reply_id']}"), f"reply {reply['reply_id']}")
+    records = [Feedback(feedback_id=new_id(), kind="report" if n < REPORTED else "like", reply_id=reply["reply_id"],
+                        room=reply["room"], user=UserRef(id=f"fan-{n}", display_name=f"Fan {n}"), at=utcnow())
+               for n, reply in enumerate(answers)]
+    love = {**orjson.loads(records[-1].to_json()), "feedback_id": new_id(), "kind": "love"}
+    await produce(bootstrap, names.feedback, [*records, (records[-1].room, orjson.dumps(love))])
+
+
+def shed_item(names: TopicNames, room: str, name: str) -> ShedItem:
+    return ShedItem(shed_id=new_id(), reason=ShedReason.ROOM_PACED, item_id=new_id(), room=room, kind="fan_image",
+                    user=UserRef(id=name.lower(), display_name=name), age_ms=10.0,
+                    source=Source(topic=names.fan_images, partition=0, offset=0), at=utcnow())
 
 
 async def scalar(api: httpx.AsyncClient, promql: str) -> float | None:
