@@ -9,9 +9,16 @@ the last `history_max_age_s` of replies to rebuild the room histories that recon
 overlays resume from; live, a room nobody watches is forgotten after `history_max_age_s`
 of quiet, so rooms that come and go do not pile up.
 
+It reads the retractions topic the same way (every partition, no group, the same window
+at start, so a restarted gateway never replays a reply taken back): a retracted reply
+leaves its room's history and every overlay of the room is told to take its bubble down;
+one that comes after its retraction is never shown. A record there that is not a
+Retraction v1 is skipped and counted.
+
 Protocol (JSON text frames). Server to overlay: ``hello`` (with what a resume replayed and
 whether that was complete), ``reply`` frames in room order with their cursor, and a
-``heartbeat`` when nothing else was sent for `heartbeat_s`. Overlay to server: ``ack``
+``heartbeat`` when nothing else was sent for `heartbeat_s`, and ``retract`` (reply id, room)
+when a reply it may be showing was taken back. Overlay to server: ``ack``
 (cursor or reply id) when a bubble has finished; the next reply waits for it, or for
 `ack_timeout_s`. A refused token closes the socket with 4401 (missing, malformed,
 expired, bad signature) or 4403 (another room); a refused Origin gets HTTP 403.
@@ -36,7 +43,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from stream.contracts import Reply
+from stream.contracts import Reply, decode_retraction
+from stream.errors import InvalidEnvelope
 from stream.kafka_io import UndecodableRange, read_skipping_undecodable
 from stream.metrics import GatewayMetrics
 from stream.overlay import Cursor, OverlayQueue, RoomHub
@@ -84,12 +92,13 @@ class Gateway:
         self.origins = settings.origins()
         self.hub = RoomHub(settings.client_queue, settings.recent_item_ids, settings.history_per_room,
                            settings.max_rooms, settings.history_max_mib * 2**20,
-                           quiet_room_s=settings.history_max_age_s)
+                           quiet_room_s=settings.history_max_age_s, recent_retractions=settings.recent_item_ids)
         self.ready = False
         self._server: Server | None = None
 
-    async def start(self, partitions: list[int]) -> None:
-        """Open the port (ready once rebuilt), then rebuild the room histories from the replies topic."""
+    async def start(self, partitions: list[int], retraction_partitions: list[int]) -> None:
+        """Open the port (ready once rebuilt), then rebuild the room histories from the replies
+        and retractions topics."""
         self._server = await serve(
             self._handle,
             self.settings.host,
@@ -99,8 +108,9 @@ class Gateway:
             ping_timeout=2 * self.settings.heartbeat_s,
             max_size=64 * 1024,
         )
-        topic = self.settings.topics.replies
-        assigned = [TopicPartition(topic, p) for p in partitions]
+        topics = self.settings.topics
+        assigned = [TopicPartition(topics.replies, p) for p in partitions]
+        assigned += [TopicPartition(topics.replies_retracted, p) for p in retraction_partitions]
         self.consumer.assign(assigned)
         ends = await self.consumer.end_offsets(assigned)
         since_ms = int((time.time() - self.settings.history_max_age_s) * 1000)
@@ -109,10 +119,11 @@ class Gateway:
             found = starts.get(tp)
             offset = ends[tp] if found is None else found.offset
             self.consumer.seek(tp, offset)
-            self.hub.start_at(tp.partition, offset)
+            if tp.topic == topics.replies:
+                self.hub.start_at(tp.partition, offset)
         rebuilt = await self._read_until(ends)
         self.metrics.history_rebuilt.inc(rebuilt)
-        log.info("room histories rebuilt from %d replies", rebuilt)
+        log.info("room histories rebuilt from %d replies (retractions of the same window applied)", rebuilt)
         self.ready = True
 
     async def _read_until(self, ends: dict[TopicPartition, int]) -> int:
@@ -150,19 +161,43 @@ class Gateway:
                 await self._server.wait_closed()
 
     def _publish_all(self, batches: dict) -> int:
-        """Publish every record of a getmany result; how many there were."""
+        """Publish every reply and retraction of a getmany result; how many replies there were."""
         count = 0
-        for records in batches.values():
+        replies = self.settings.topics.replies
+        for tp, records in batches.items():
             for record in records:
                 if isinstance(record, UndecodableRange):  # skipped, never retried forever
-                    self.hub.advance(Cursor(record.partition.partition, record.last))
-                    self.metrics.invalid.inc(len(record.offsets()))
-                    log.warning("skipped replies at offsets %d..%d of partition %d that cannot be decoded: %s",
-                                record.first, record.last, record.partition.partition, record.error)
+                    if tp.topic == replies:
+                        self.hub.advance(Cursor(record.partition.partition, record.last))
+                        self.metrics.invalid.inc(len(record.offsets()))
+                    else:
+                        self.metrics.invalid_retractions.inc(len(record.offsets()))
+                    log.warning("skipped records at offsets %d..%d of %s partition %d that cannot be decoded: %s",
+                                record.first, record.last, tp.topic, tp.partition, record.error)
                     continue
-                self._publish(record.partition, record.offset, record.value)
-                count += 1
+                if tp.topic == replies:
+                    self._publish(record.partition, record.offset, record.value)
+                    count += 1
+                else:
+                    self._retract(record.value)
         return count
+
+    def _retract(self, raw: bytes | None) -> None:
+        try:
+            retraction = decode_retraction(raw or b"")
+        except InvalidEnvelope as exc:
+            self.metrics.invalid_retractions.inc()
+            log.warning("ignored a record on the retractions topic that is not a Retraction v1: %s", exc)
+            return
+        done = self.hub.retract(retraction.room, retraction.reply_id)
+        if done is None:
+            return  # retracted already (reports and an operator, or a record read twice)
+        self.metrics.retractions.labels(retraction.reason).inc()
+        self.metrics.history_bytes.set(self.hub.history_bytes())
+        self.metrics.rooms_held.set(self.hub.rooms_held())
+        log.info("reply %s of room %s retracted (%s): %s, %d overlays told, %d dropped it unseen",
+                 retraction.reply_id, retraction.room, retraction.reason,
+                 "out of the history" if done.from_history else "not in the history", done.notified, done.unqueued)
 
     def _publish(self, partition: int, offset: int, raw: bytes | None) -> None:
         cursor = Cursor(partition, offset)
@@ -177,6 +212,8 @@ class Gateway:
         outcome = self.hub.publish(cursor, reply.model_dump(mode="json"))
         if outcome is None:
             self.metrics.duplicates.inc()
+        elif outcome.retracted:
+            log.info("reply %s of room %s came after its retraction: not shown", reply.reply_id, reply.room)
         else:
             self.metrics.dropped.inc(outcome.dropped)
         self.metrics.history_bytes.set(self.hub.history_bytes())
@@ -255,9 +292,12 @@ class Gateway:
         pacing = self.settings.ack_timeout_s > 0
         while True:
             try:
-                entry = await asyncio.wait_for(queue.next_entry(), self.settings.heartbeat_s)
+                entry = await asyncio.wait_for(queue.next_out(), self.settings.heartbeat_s)
             except TimeoutError:
                 await websocket.send(HEARTBEAT)  # raises once the overlay is gone
+                continue
+            if isinstance(entry, bytes):  # a notice: no pacing, no ack
+                await websocket.send(entry.decode())
                 continue
             if pacing:
                 queue.sent(entry)
@@ -271,12 +311,15 @@ class Gateway:
                 self.metrics.ack_timeouts.inc()
 
     async def _wait_ack(self, websocket: ServerConnection, queue: OverlayQueue) -> bool:
-        """Wait up to ack_timeout_s for the overlay's ack, with heartbeats meanwhile."""
+        """Wait up to ack_timeout_s for the overlay's ack, with notices and heartbeats meanwhile."""
         deadline = time.monotonic() + self.settings.ack_timeout_s
         while (left := deadline - time.monotonic()) > 0:
             if await queue.wait_ack(min(left, self.settings.heartbeat_s)):
                 return True
-            if deadline - time.monotonic() > 0:
+            if notices := queue.take_notices():
+                for notice in notices:
+                    await websocket.send(notice.decode())
+            elif deadline - time.monotonic() > 0:
                 await websocket.send(HEARTBEAT)
         queue.give_up()
         return False

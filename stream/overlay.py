@@ -14,6 +14,13 @@ waiting reply is dropped and counted, so one stuck browser never holds back the 
 Pacing: after a reply is sent, the overlay's next one waits until the overlay acks that
 the bubble has finished, or a timeout passes.
 
+A retracted reply (fans reported it, or an operator took it back) leaves its room's
+history, so no resume replays it; an overlay that still has it waiting drops it unseen,
+and every other overlay of the room gets a ``retract`` notice to take the bubble down.
+Notices go out ahead of replies and do not wait for pacing. Retractions and replies come
+on different topics and may race: each room remembers its last retracted reply ids, and
+a reply that arrives after its retraction is never shown.
+
 Rooms come and go over a gateway's life, so a room nobody watches is not kept for ever:
 one that never had a reply goes with its last overlay, and one that has been quiet and
 unwatched for `quiet_room_s` (the window a restarted gateway rebuilds) is forgotten.
@@ -22,6 +29,7 @@ unwatched for `quiet_room_s` (the window a restarted gateway rebuilds) is forgot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -31,6 +39,11 @@ from datetime import datetime
 import orjson
 
 from stream.flow import RecentIds
+
+
+# A resuming overlay may still show a bubble retracted while it was away: it is told again
+# about the room's last few retractions (a fresh overlay shows nothing yet and is not).
+RESUME_NOTICES = 8
 
 
 @dataclass(frozen=True, order=True)
@@ -112,6 +125,18 @@ class RoomHistory:
         """The cursor of the newest reply this history has held, kept or forgotten."""
         return self._entries[-1].cursor if self._entries else self.forgotten
 
+    def remove(self, reply_id: str) -> int:
+        """Take a reply out (retracted); the bytes freed, 0 when it is not here.
+
+        Resumes stay complete: what was removed was taken back, not lost.
+        """
+        for entry in self._entries:
+            if entry.reply_id == reply_id:
+                self._entries.remove(entry)
+                self.bytes -= len(entry.frame)
+                return len(entry.frame)
+        return 0
+
     def after(self, cursor: Cursor) -> tuple[list[Entry], bool]:
         """The entries after `cursor`, and False when some that came after it were forgotten."""
         if self._entries and self._entries[-1].cursor.partition != cursor.partition:
@@ -125,7 +150,12 @@ class RoomHistory:
 
 
 class OverlayQueue:
-    """One overlay's bounded queue of entries (full: drop the oldest) and its pacing state."""
+    """One overlay's bounded queue of entries (full: drop the oldest), its notices and its pacing state.
+
+    Notices (a retraction) go out before any entry and while an entry waits for its ack.
+    They are bounded too: past `capacity` waiting, the oldest goes; only an overlay that
+    reads nothing lets them pile up, and its bubbles are long gone by then.
+    """
 
     def __init__(self, room: str, capacity: int, seen: Cursor | None = None) -> None:
         self.room = room
@@ -133,9 +163,11 @@ class OverlayQueue:
         self.dropped = 0
         self.seen = seen  # entries at or before this cursor were shown already (resume)
         self._entries: deque[Entry] = deque()
-        self._ready = asyncio.Event()
+        self._notices: deque[bytes] = deque(maxlen=capacity)
+        self._ready = asyncio.Event()  # something to send: an entry or a notice
         self._in_flight: Entry | None = None
-        self._acked = asyncio.Event()
+        self._acked = True  # no entry is waiting for its ack
+        self._woken = asyncio.Event()  # an ack, or a notice, while an entry waits for its ack
 
     def offer(self, entry: Entry) -> bool:
         """Queue an entry; False when an older one had to be dropped to make room."""
@@ -149,18 +181,42 @@ class OverlayQueue:
         self._ready.set()
         return not dropped
 
-    async def next_entry(self) -> Entry:
-        """The next entry to send (cancel-safe: nothing is taken until one is there)."""
-        while not self._entries:
+    def retract(self, reply_id: str, notice: bytes) -> bool:
+        """A reply was retracted: True when it was still waiting here (dropped, never shown);
+        otherwise `notice` is queued for the overlay, and an ack it owed for it is not awaited."""
+        for entry in self._entries:
+            if entry.reply_id == reply_id:
+                self._entries.remove(entry)
+                return True
+        self._notices.append(notice)
+        self._ready.set()
+        if self._in_flight is not None and self._in_flight.reply_id == reply_id:
+            self.release()  # its bubble goes now: the next reply need not wait for it
+        else:
+            self._woken.set()
+        return False
+
+    def take_notices(self) -> list[bytes]:
+        """The notices waiting, oldest first; the queue forgets them."""
+        notices = list(self._notices)
+        self._notices.clear()
+        return notices
+
+    async def next_out(self) -> Entry | bytes:
+        """The next thing to send: a notice first, else the next entry (cancel-safe: nothing
+        is taken until one is there)."""
+        while not self._entries and not self._notices:
             self._ready.clear()
             await self._ready.wait()
+        if self._notices:
+            return self._notices.popleft()
         entry = self._entries.popleft()
         self.seen = entry.cursor
         return entry
 
     def sent(self, entry: Entry) -> None:
         self._in_flight = entry
-        self._acked.clear()
+        self._acked = False
 
     def ack(self, cursor: str | None = None, reply_id: str | None = None) -> bool:
         """The overlay finished showing a reply; True when it was the one being waited for."""
@@ -171,17 +227,19 @@ class OverlayQueue:
         return True
 
     def release(self) -> None:
-        """Stop waiting for an ack (acked, or the overlay went away)."""
+        """Stop waiting for an ack (acked, retracted, or the overlay went away)."""
         self._in_flight = None
-        self._acked.set()
+        self._acked = True
+        self._woken.set()
 
     async def wait_ack(self, timeout_s: float) -> bool:
-        """Wait for the ack of the entry last `sent`; False when `timeout_s` passed first."""
-        try:
-            await asyncio.wait_for(self._acked.wait(), timeout_s)
-            return True
-        except TimeoutError:
-            return False
+        """Wait for the ack of the entry last `sent`: True once it came. False when `timeout_s`
+        passed first, or at once while a notice waits (send it, then wait again)."""
+        self._woken.clear()
+        if not self._acked and not self._notices:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), timeout_s)
+        return self._acked
 
     def give_up(self) -> None:
         """Stop expecting the ack of the entry last `sent`: a late one changes nothing."""
@@ -195,14 +253,36 @@ class OverlayQueue:
 class _Room:
     history: RoomHistory
     answered: RecentIds
-    active_at: float  # clock time of its last reply, subscribe or unsubscribe
+    active_at: float  # clock time of its last reply, retraction, subscribe or unsubscribe
     overlays: set[OverlayQueue] = field(default_factory=set)
+    # Made at the room's first retraction (most rooms never have one): the reply ids taken
+    # back, and the last few of them in order, for overlays that resume.
+    retracted: RecentIds | None = None
+    latest_retracted: deque[str] | None = None
+
+    def holds_nothing(self) -> bool:
+        return self.history.newest() is None and self.retracted is None
 
 
 @dataclass(frozen=True)
 class Published:
     delivered: int
     dropped: int
+    retracted: bool = False  # retracted before it came: kept from the history and every overlay
+
+
+@dataclass(frozen=True)
+class Retracted:
+    """What a retraction did: taken out of the room's history, dropped from overlays' queues
+    before they showed it, and notices to overlays that may be showing it."""
+
+    from_history: bool
+    unqueued: int
+    notified: int
+
+
+def retract_notice(room: str, reply_id: str) -> bytes:
+    return orjson.dumps({"type": "retract", "reply_id": reply_id, "room": room})
 
 
 class RoomHub:
@@ -220,9 +300,10 @@ class RoomHub:
 
     def __init__(self, client_queue: int, recent_item_ids: int, history_per_room: int, max_rooms: int = 2000,
                  history_max_bytes: int = 256 * 2**20, quiet_room_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, recent_retractions: int | None = None) -> None:
         self.client_queue = client_queue
         self.recent_item_ids = recent_item_ids
+        self.recent_retractions = recent_retractions or recent_item_ids
         self.history_per_room = history_per_room
         self.max_rooms = max_rooms
         self.history_max_bytes = history_max_bytes
@@ -303,6 +384,8 @@ class RoomHub:
             complete = complete and after.offset + 1 >= self._floor.get(after.partition, 0)
             for entry in entries[-self.client_queue:]:
                 queue.offer(entry)
+            for reply_id in state.latest_retracted or ():
+                queue.retract(reply_id, retract_notice(room, reply_id))
             resume = Resume(min(len(entries), self.client_queue), complete and len(entries) <= self.client_queue)
         if not state.overlays:
             self._active_rooms += 1
@@ -317,7 +400,7 @@ class RoomHub:
             self._clients -= 1
             if not state.overlays:
                 self._active_rooms -= 1
-                if state.history.newest() is None:  # never had a reply: nothing to keep
+                if state.holds_nothing():  # never had a reply or a retraction: nothing to keep
                     self._forget(queue.room)
                 else:  # kept for overlays that come back, quiet_room_s from now
                     self._room(queue.room)
@@ -349,6 +432,8 @@ class RoomHub:
                 return None
         elif not state.answered.add(item_id):
             return None
+        if state.retracted is not None and reply["reply_id"] in state.retracted:  # its item stays answered
+            return Published(0, 0, retracted=True)
         entry = reply_entry(cursor, reply)
         self._bytes += state.history.append(entry)
         self._fit(keep=reply["room"])
@@ -359,3 +444,22 @@ class RoomHub:
             else:
                 dropped += 1
         return Published(delivered, dropped)
+
+    def retract(self, room: str, reply_id: str) -> Retracted | None:
+        """Take a reply back from `room`'s history and overlays; None when it was retracted already.
+
+        A reply not seen yet is remembered (within `recent_retractions` per room) and never
+        shown when it comes.
+        """
+        state = self._room(room)
+        if state.retracted is None or state.latest_retracted is None:
+            state.retracted, state.latest_retracted = RecentIds(self.recent_retractions), deque(maxlen=RESUME_NOTICES)
+        if not state.retracted.add(reply_id):
+            return None
+        state.latest_retracted.append(reply_id)
+        freed = state.history.remove(reply_id)
+        self._bytes -= freed
+        notice = retract_notice(room, reply_id)
+        unqueued = sum(queue.retract(reply_id, notice) for queue in state.overlays)
+        self._fit(keep=room)
+        return Retracted(freed > 0, unqueued, len(state.overlays) - unqueued)

@@ -8,6 +8,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from producers.samples import sample_reply
+from stream.contracts import Retraction, new_id, utcnow
 from tests.stack import (
     WAIT_S,
     gateway_settings,
@@ -19,6 +20,7 @@ from tests.stack import (
     scrape,
     total,
 )
+from tests.test_retraction import produce_retractions
 
 pytestmark = pytest.mark.kafka
 
@@ -187,3 +189,31 @@ async def test_the_clients_gauge_follows_overlays_that_close_or_vanish_without_w
         page = await scrape(f"http://127.0.0.1:{gateway.port}/metrics")
         assert total(page, "idolstream_ws_rooms") == 0
         assert not page.get("idolstream_ws_room_clients"), "no room keeps a series once its overlays are gone"
+
+
+async def test_a_retraction_of_the_bubble_being_shown_goes_out_at_once_and_the_room_moves_on(
+        kafka_bootstrap, topic_prefix):
+    # Pacing waits a minute for an ack that never comes: only the retraction can release it.
+    settings = gateway_settings(kafka_bootstrap, topic_prefix, heartbeat_s=0.3, ack_timeout_s=60)
+    async with running_gateway(settings) as gateway:
+        ws, _ = await open_overlay(gateway.port, "room-x", overlay_token("room-x"))
+        shown, waiting = sample_reply("room-x", 0), sample_reply("room-x", 1)
+        await produce_replies(kafka_bootstrap, settings.topics.replies, [shown, waiting])
+        frames = []
+        async with asyncio.timeout(WAIT_S):
+            while not frames or frames[-1]["type"] != "reply":
+                frames.append(orjson.loads(await ws.recv()))
+        assert frames[-1]["reply"]["reply_id"] == shown.reply_id  # not acked: it stays on screen
+        retraction = Retraction(retraction_id=new_id(), reply_id=shown.reply_id, room="room-x", reason="operator",
+                                operator="Rin", at=utcnow())
+        await produce_retractions(kafka_bootstrap, settings.topics.replies_retracted, [retraction])
+        got = []
+        async with asyncio.timeout(15):  # well within the minute the ack would have had
+            while len(got) < 2:
+                if (frame := orjson.loads(await ws.recv()))["type"] != "heartbeat":
+                    got.append(frame)
+        assert got[0] == {"type": "retract", "reply_id": shown.reply_id, "room": "room-x"}
+        assert got[1]["type"] == "reply" and got[1]["reply"]["reply_id"] == waiting.reply_id
+        assert await metric(gateway, "idolstream_ws_ack_timeouts_total") == 0
+        assert await metric(gateway, "idolstream_gateway_retractions_total", reason="operator") == 1
+        await ws.close()

@@ -4,25 +4,37 @@ import orjson
 import pytest
 
 from stream.flow import RecentIds
-from stream.overlay import Cursor, OverlayQueue, Resume, RoomHub, reply_entry
+from stream.overlay import RESUME_NOTICES, Cursor, Entry, OverlayQueue, Published, Resume, RoomHub, reply_entry
 
 
 def reply(room: str, item_id: str, role: str = "answer") -> dict:
-    return {"room": room, "item_id": item_id, "role": role, "reply_id": f"{item_id}/{role}", "text": f"{role} to {item_id}"}
+    return {"room": room, "item_id": item_id, "role": role, "reply_id": f"{item_id}/{role}",
+            "text": f"{role} to {item_id}"}
 
 
 def hub(client_queue: int = 8, history: int = 16) -> RoomHub:
     return RoomHub(client_queue=client_queue, recent_item_ids=16, history_per_room=history)
 
 
+async def next_entry(queue: OverlayQueue) -> Entry:
+    """The next reply for the overlay, notices passed over."""
+    while not isinstance(out := await queue.next_out(), Entry):
+        pass
+    return out
+
+
 async def drain(queue: OverlayQueue) -> list[dict]:
     out = []
     while len(queue):
-        entry = await queue.next_entry()
+        entry = await next_entry(queue)
         frame = orjson.loads(entry.frame)
         assert frame["cursor"] == str(entry.cursor)
         out.append(frame["reply"])
     return out
+
+
+def notices(queue: OverlayQueue) -> list[dict]:
+    return [orjson.loads(n) for n in queue.take_notices()]
 
 
 def publish_all(h: RoomHub, room: str, n: int, partition: int = 0, first_offset: int = 0) -> None:
@@ -85,7 +97,7 @@ async def test_a_full_overlay_queue_drops_its_oldest_and_keeps_order():
 async def test_next_entry_waits_for_a_publish():
     h = hub()
     q, _ = h.subscribe("a")
-    waiter = asyncio.ensure_future(q.next_entry())
+    waiter = asyncio.ensure_future(next_entry(q))
     await asyncio.sleep(0)
     assert not waiter.done()
     h.publish(Cursor(0, 0), reply("a", "i1"))
@@ -126,7 +138,7 @@ async def test_the_next_reply_waits_for_the_ack_of_the_one_shown():
     h = hub()
     q, _ = h.subscribe("a")
     publish_all(h, "a", 2)
-    first = await q.next_entry()
+    first = await next_entry(q)
     q.sent(first)
     waiting = asyncio.ensure_future(q.wait_ack(5))
     await asyncio.sleep(0)
@@ -140,7 +152,7 @@ async def test_an_unacked_reply_releases_the_next_after_the_timeout():
     h = hub()
     q, _ = h.subscribe("a")
     publish_all(h, "a", 1)
-    entry = await q.next_entry()
+    entry = await next_entry(q)
     q.sent(entry)
     assert await q.wait_ack(0.01) is False
     q.give_up()
@@ -260,3 +272,118 @@ def test_a_history_entry_costs_about_its_frame_so_the_byte_budget_holds():
     finally:
         tracemalloc.stop()
     assert per_entry < 2 * len(kept[0].frame) + 512, f"{per_entry:.0f} bytes held for a {len(kept[0].frame)}-byte frame"
+
+
+# -- retraction --------------------------------------------------------------------------
+
+
+async def test_a_retracted_reply_leaves_the_history_and_a_resume_never_replays_it():
+    h = hub()
+    publish_all(h, "a", 3)                             # i0, i1, i2 at offsets 0..2
+    done = h.retract("a", "i1/answer")
+    assert done is not None and done.from_history
+    q, resume = h.subscribe("a", after=Cursor(0, -1))
+    assert resume == Resume(2, True), "taken back is not lost: the resume is still complete"
+    assert notices(q) == [{"type": "retract", "reply_id": "i1/answer", "room": "a"}], "told again, in case"
+    assert [r["item_id"] for r in await drain(q)] == ["i0", "i2"]
+    assert h.history_bytes() == sum(len(reply_entry(Cursor(0, n), reply("a", f"i{n}")).frame) for n in (0, 2))
+
+
+async def test_overlays_that_were_sent_a_retracted_reply_are_told_and_others_drop_it_unseen():
+    h = hub()
+    shown, _ = h.subscribe("a")
+    waiting, _ = h.subscribe("a")
+    other, _ = h.subscribe("b")
+    publish_all(h, "a", 2)
+    assert [r["item_id"] for r in await drain(shown)] == ["i0", "i1"]
+    done = h.retract("a", "i0/answer")
+    assert (done.unqueued, done.notified) == (1, 1)
+    assert notices(shown) == [{"type": "retract", "reply_id": "i0/answer", "room": "a"}]
+    assert notices(waiting) == [] and [r["item_id"] for r in await drain(waiting)] == ["i1"]
+    assert notices(other) == [] and len(other) == 0, "another room hears nothing of it"
+
+
+async def test_a_notice_goes_out_before_waiting_replies():
+    h = hub()
+    q, _ = h.subscribe("a")
+    publish_all(h, "a", 1)
+    await next_entry(q)
+    h.publish(Cursor(0, 1), reply("a", "later"))
+    h.retract("a", "i0/answer")
+    assert orjson.loads(await q.next_out())["type"] == "retract"
+    assert (await q.next_out()).reply_id == "later/answer"
+
+
+async def test_a_reply_that_comes_after_its_retraction_is_never_shown_nor_kept():
+    h = hub()
+    q, _ = h.subscribe("a")
+    early = h.retract("a", "i0/answer")
+    assert early is not None and not early.from_history
+    assert h.publish(Cursor(0, 0), reply("a", "i0")) == Published(0, 0, retracted=True)
+    assert h.publish(Cursor(0, 1), reply("a", "i0")) is None, "its item was answered all the same"
+    h.publish(Cursor(0, 2), reply("a", "i1"))
+    assert [r["item_id"] for r in await drain(q)] == ["i1"]
+    _, resume = h.subscribe("a", after=Cursor(0, -1))
+    assert resume.replayed == 1
+
+
+def test_a_retraction_acts_once():
+    h = hub()
+    publish_all(h, "a", 1)
+    assert h.retract("a", "i0/answer") is not None
+    assert h.retract("a", "i0/answer") is None
+
+
+def test_remembered_retractions_are_bounded_per_room():
+    h = RoomHub(client_queue=8, recent_item_ids=16, history_per_room=16, recent_retractions=2)
+    for n in range(3):
+        h.retract("a", f"early-{n}/answer")
+    assert not h.publish(Cursor(0, 0), reply("a", "early-0")).retracted, "forgotten: the oldest of three"
+    assert h.publish(Cursor(0, 1), reply("a", "early-2")).retracted
+
+
+def test_a_room_with_only_a_retraction_is_kept_when_its_overlay_leaves():
+    h = hub()
+    q, _ = h.subscribe("a")
+    h.retract("a", "soon/answer")
+    h.unsubscribe(q)
+    assert h.rooms_held() == 1
+    assert h.publish(Cursor(0, 0), reply("a", "soon")).retracted
+
+
+async def test_retracting_the_reply_being_shown_releases_the_overlays_pacing():
+    h = hub()
+    q, _ = h.subscribe("a")
+    publish_all(h, "a", 2)
+    first = await next_entry(q)
+    q.sent(first)
+    waiting = asyncio.ensure_future(q.wait_ack(5))
+    await asyncio.sleep(0)
+    h.retract("a", first.reply_id)
+    assert await asyncio.wait_for(waiting, 1) is True, "its bubble is gone: no ack to wait for"
+    assert notices(q) == [{"type": "retract", "reply_id": first.reply_id, "room": "a"}]
+
+
+async def test_a_notice_interrupts_the_wait_for_another_replys_ack():
+    h = hub()
+    q, _ = h.subscribe("a")
+    publish_all(h, "a", 2)
+    await next_entry(q)
+    second = await next_entry(q)
+    q.sent(second)
+    waiting = asyncio.ensure_future(q.wait_ack(5))
+    await asyncio.sleep(0)
+    h.retract("a", "i0/answer")
+    assert await asyncio.wait_for(waiting, 1) is False, "not acked yet: the notice is to be sent first"
+    assert len(notices(q)) == 1
+    assert q.ack(reply_id=second.reply_id), "the wait for the shown reply's ack goes on"
+
+
+def test_a_resuming_overlay_is_told_only_the_rooms_last_retractions():
+    h = hub(client_queue=32)
+    for n in range(RESUME_NOTICES + 3):
+        h.retract("a", f"r{n}")
+    q, _ = h.subscribe("a", after=Cursor(0, 0))
+    assert [n["reply_id"] for n in notices(q)] == [f"r{n}" for n in range(3, RESUME_NOTICES + 3)]
+    fresh, _ = h.subscribe("a")
+    assert notices(fresh) == [], "a fresh overlay shows nothing yet"
