@@ -13,11 +13,17 @@ behind ``Authorization: Bearer <operator token>``:
   a fan's item would get, stage by stage (word filter, guards, the model, the persona
   checks, the reply's word filter), without Kafka;
 - ``GET /api/models``, ``POST /api/switch`` ``{"tier", "model_id"}``: the tiers' loaded
-  models and a switch, through their admin APIs (``IDOLSTREAM_TIER_ADMINS``).
+  models and a switch, through their admin APIs (``IDOLSTREAM_TIER_ADMINS``);
+- ``GET /api/replies``: the last replies that went out, newest first, and which were
+  retracted (`RecentReplies`); ``POST /api/retract/{reply_id}`` ``{"room": ..., "item_id":
+  ...}``: a Retraction (reason "operator", the token's operator) to `replies.retracted`,
+  keyed by room; the gateways take the bubble down and never replay it. 409 when the
+  console knows it retracted already, 400 when it knows the reply went to another room.
 
 ``/healthz``, ``/readyz`` (once the queue has been read back) and ``/metrics`` are open.
 The queue is rebuilt from `replies.held` and `review.decisions` read from their start, so
-any number of consoles, restarted at any time, agree.
+any number of consoles, restarted at any time, agree; the recent replies are read from
+`replies` and `replies.retracted` from `RECENT_WINDOW_S` ago on.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import contextlib
 import io
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from importlib import resources
 
@@ -34,12 +41,13 @@ import httpx
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from consumers.moderation import FanModeration
-from stream.contracts import HeldReply, ReviewDecision, Timings, utcnow
+from stream.contracts import HeldReply, Reply, Retraction, ReviewDecision, Timings, new_id, utcnow
 from stream.errors import RejectedItem
 from stream.models.errors import ModelLoadError
 from stream.images import admit_image
@@ -59,6 +67,8 @@ log = logging.getLogger("idolstream.console")
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 OPERATOR = web.RequestKey("operator", str)  # who is asking, from their token
 PIL_MIMES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+RECENT_REPLIES = 100  # replies listed for retraction, newest first
+RECENT_WINDOW_S = 15 * 60  # how far back `replies` and `replies.retracted` are read at start
 
 
 def console_page() -> bytes:
@@ -92,6 +102,50 @@ class Playground:
             self.runner = None
 
 
+class RecentReplies:
+    """The last `capacity` replies that went out (their text, not their thumbnails), newest
+    first, and the retraction of each that was taken back.
+
+    Replies and retractions come on two topics and may race, so a retraction of a reply
+    not listed is kept too (as many as replies), in case its reply is read after it.
+    """
+
+    def __init__(self, capacity: int = RECENT_REPLIES) -> None:
+        self.capacity = capacity
+        self._replies: OrderedDict[str, dict] = OrderedDict()  # oldest first
+        self._retractions: OrderedDict[str, Retraction] = OrderedDict()
+
+    def said(self, reply: Reply) -> None:
+        self._replies[reply.reply_id] = {
+            "reply_id": reply.reply_id, "item_id": reply.item_id, "room": reply.room, "role": reply.role,
+            "tier": reply.tier, "fan": reply.in_reply_to.display_name, "text": reply.text,
+            "at": reply.timings.replied_at.isoformat(),
+        }
+        self._replies.move_to_end(reply.reply_id)
+        while len(self._replies) > self.capacity:
+            self._replies.popitem(last=False)
+
+    def retracted(self, retraction: Retraction) -> None:
+        self._retractions.setdefault(retraction.reply_id, retraction)  # the first one took it down
+        while len(self._retractions) > self.capacity:
+            self._retractions.popitem(last=False)
+
+    def get(self, reply_id: str) -> dict | None:
+        return self._replies.get(reply_id)
+
+    def retraction(self, reply_id: str) -> Retraction | None:
+        return self._retractions.get(reply_id)
+
+    def listing(self) -> list[dict]:
+        """Newest first, each with `retracted`: None, or reason, operator and when."""
+        out = []
+        for reply in reversed(self._replies.values()):
+            taken = self._retractions.get(reply["reply_id"])
+            out.append({**reply, "retracted": None if taken is None else {
+                "reason": taken.reason, "operator": taken.operator, "at": taken.at.isoformat()}})
+        return out
+
+
 class Console:
     def __init__(self, settings: ConsoleSettings, bootstrap: str, producer: AIOKafkaProducer,
                  reader: AIOKafkaConsumer, persona: Persona, screen: ReplyScreen, moderation: FanModeration,
@@ -107,22 +161,37 @@ class Console:
         self.playground = playground
         self.metrics = metrics
         self.queue = ReviewQueue(settings.review_capacity)
+        self.recent = RecentReplies()
         self.ready = asyncio.Event()
         self.reading: asyncio.Task | None = None  # read_queue, once started
 
     # -- Kafka: the queue -----------------------------------------------------------------
 
     async def read_queue(self) -> None:
-        """Read `replies.held` and `review.decisions` from their start, then follow them."""
+        """Read `replies.held` and `review.decisions` from their start, `replies` and
+        `replies.retracted` from `RECENT_WINDOW_S` ago, then follow them all."""
         topics = self.settings.topics
         partitions = [
             TopicPartition(topic, p)
             for topic in (topics.replies_held, topics.review_decisions)
             for p in await partitions_of(self.bootstrap, topic)
         ]
-        self.reader.assign(partitions)
+        recent = [
+            TopicPartition(topic, p)
+            for topic in (topics.replies, topics.replies_retracted)
+            for p in await partitions_of(self.bootstrap, topic)
+        ]
+        self.reader.assign(partitions + recent)
         await self.reader.seek_to_beginning(*partitions)
-        ends = await self.reader.end_offsets(partitions)
+        since_ms = int((time.time() - RECENT_WINDOW_S) * 1000)
+        # The ends first: a partition with nothing since `since_ms` is read from its end as it
+        # was then, so a reply produced meanwhile is not skipped.
+        recent_ends = await self.reader.end_offsets(recent)
+        starts = await self.reader.offsets_for_times({tp: since_ms for tp in recent})
+        for tp in recent:
+            found = starts.get(tp)
+            self.reader.seek(tp, recent_ends[tp] if found is None else found.offset)
+        ends = await self.reader.end_offsets(partitions)  # ready once the queue is read back
         while True:
             batches = await read_skipping_undecodable(self.reader, timeout_ms=200, max_records=500)
             for records in batches.values():
@@ -142,11 +211,16 @@ class Console:
         return True
 
     def _apply(self, topic: str, raw: bytes | None) -> None:
+        topics = self.settings.topics
         try:
-            if topic == self.settings.topics.replies_held:
+            if topic == topics.replies_held:
                 self.queue.held(HeldReply.model_validate_json(raw or b""))
-            else:
+            elif topic == topics.review_decisions:
                 self.queue.settled(ReviewDecision.model_validate_json(raw or b""))
+            elif topic == topics.replies:
+                self.recent.said(Reply.model_validate_json(raw or b""))
+            else:
+                self.recent.retracted(Retraction.model_validate_json(raw or b""))
         except ValidationError as exc:
             log.warning("not a %s record, skipped: %s", topic, str(exc)[:200])
 
@@ -184,6 +258,8 @@ class Console:
             web.post("/api/playground", self.try_item),
             web.get("/api/models", self.models),
             web.post("/api/switch", self.switch),
+            web.get("/api/replies", self.list_replies),
+            web.post("/api/retract/{reply_id}", self.retract),
         ])
         return app
 
@@ -242,6 +318,43 @@ class Console:
         log.info("%s %sd reply %s to %s%s", record.operator, record.decision, record.reply_id, record.item_id,
                  " (edited)" if record.edited else "")
         return _json(orjson.loads(record.to_json()))
+
+    async def list_replies(self, _: web.Request) -> web.Response:
+        return _json({"replies": self.recent.listing()})
+
+    async def retract(self, request: web.Request) -> web.Response:
+        reply_id = request.match_info["reply_id"]
+        try:
+            body = orjson.loads(await request.read())
+            room, item_id = body["room"], body.get("item_id")
+            if not isinstance(room, str) or (item_id is not None and not isinstance(item_id, str)):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return _json({"error": "bad_request", "detail": 'send {"room": ..., "item_id": ... (optional)}'}, 400)
+        known = self.recent.get(reply_id)
+        if known is not None and known["room"] != room:
+            return _json({"error": "wrong_room", "detail": f"reply {reply_id} went to room {known['room']}"}, 400)
+        if (taken := self.recent.retraction(reply_id)) is not None:
+            who = taken.operator if taken.reason == "operator" else f"{taken.reports} reports"
+            return _json({"error": "retracted_already", "detail": f"retracted already ({who})"}, 409)
+        try:
+            retraction = Retraction(
+                retraction_id=new_id(), reply_id=reply_id, room=room,
+                item_id=item_id or (known["item_id"] if known else None),
+                reason="operator", operator=request[OPERATOR], at=utcnow(),
+            )
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+            return _json({"error": "bad_request", "detail": detail}, 400)
+        try:
+            await (await self.producer.send(self.settings.topics.replies_retracted, retraction.to_json(),
+                                            key=room.encode()))
+        except KafkaError as exc:
+            return _json({"error": "kafka_unavailable", "detail": f"not retracted: {exc}"[:300]}, 503)
+        self.recent.retracted(retraction)
+        self.metrics.retractions.inc()
+        log.info("%s retracted reply %s in room %s", retraction.operator, reply_id, room)
+        return _json(orjson.loads(retraction.to_json()))
 
     async def try_item(self, request: web.Request) -> web.Response:
         form = await request.post()
