@@ -22,6 +22,8 @@ from __future__ import annotations
 import io
 import math
 import random
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from PIL import Image, ImageDraw, ImageFont
 from producers.client import build_submission
 from producers.samples import DANMAKU, FAN_NAMES
 from stream.contracts import Submission
+from stream.fans.profiles import FanProfile, describe
 from stream.images import ImageLimits, admit_image
 from stream.learning.dataset import IMAGE_TAG, write_dataset
 from stream.learning.replies import COLOURS, LANGS, SHAPES, PictureFacts, compose_reply
@@ -75,6 +78,34 @@ SUM_TEXTS = {
 # The random streams: training and held-out items never share a seed string.
 TRAIN_STREAM = "train"
 HOLDOUT_STREAM = "holdout"
+
+
+# What she answered before, in a regular's memory line (no colour: the answer must name this picture's).
+PAST_ANSWERS = ("So cute!", "I love it, thank you!", "好可爱！谢谢你！", "かわいい！ありがとう！", "Ehehe, you made me smile!")
+MEMORY_NOW = datetime(2026, 1, 1, tzinfo=UTC)  # training prompts say "2 days ago" the same way every run
+
+
+def with_memory(facts: PictureFacts, persona: Persona, rng: random.Random) -> PictureFacts:
+    """The facts with what her prompt says of the fan: nothing (fan memory off), a first-timer, or a regular.
+
+    The line is the one a tier builds (`stream.fans.profiles.describe` with the persona's
+    templates), so the model learns to welcome back exactly the fans the tiers remember.
+    """
+    roll = rng.random()
+    if roll < 0.4:
+        return facts
+    if roll < 0.7:
+        return replace(facts, memory=describe(None, "now", MEMORY_NOW, persona.fan_memory, facts.name))
+    lang = rng.choice(LANGS)
+    profile = FanProfile(
+        room="training", user_id="fan", display_name=facts.name,
+        first_seen=MEMORY_NOW - timedelta(hours=rng.randrange(1, 400)),
+        last_seen=MEMORY_NOW - timedelta(minutes=rng.randrange(2, 600)),
+        items_sent=rng.randrange(1, 12), last_item_id="earlier",
+        last_sent_kind=rng.choice(("fan_image", "danmaku_screenshot")),
+        last_sent_text=rng.choice((None, *FAN_TEXTS[lang])), last_reply_text=rng.choice(PAST_ANSWERS),
+    )
+    return replace(facts, memory=describe(profile, "now", MEMORY_NOW, persona.fan_memory, facts.name), regular=True)
 
 
 def item_rng(seed: int, stream: str, index: int) -> random.Random:
@@ -209,13 +240,14 @@ def _submission(image: bytes, facts: PictureFacts, item_id: str, room: str) -> S
     )
 
 
-def training_record(image_ref: str, submission: Submission, persona: Persona, target: str) -> dict:
-    """A record whose human turn is what the fast tier sends for `submission`, word for word."""
+def training_record(image_ref: str, submission: Submission, persona: Persona, target: str,
+                    memory: str | None = None) -> dict:
+    """A record whose human turn is what the fast tier sends for `submission` (with `memory`), word for word."""
     return {
         "image": image_ref,
         "system": system_prompt(persona),
         "conversations": [
-            {"from": "human", "value": f"{IMAGE_TAG}\n{user_prompt(submission)}"},
+            {"from": "human", "value": f"{IMAGE_TAG}\n{user_prompt(submission, None, memory)}"},
             {"from": "gpt", "value": target},
         ],
     }
@@ -245,8 +277,10 @@ def write_training_data(
         ref = f"images/{index:06d}.png"
         (out_dir / ref).write_bytes(saved)
         submission = _submission(saved, facts, f"{stream}-{seed}-{index}", "training")
+        if not holdout:  # held-out items stay as the oracle tests send them: without memory
+            facts = with_memory(facts, persona, random.Random(f"idolstream-memory:{seed}:{index}"))
         target = compose_reply(facts, persona, rng)
-        records.append(training_record(ref, submission, persona, target))
+        records.append(training_record(ref, submission, persona, target, facts.memory))
         all_facts.append({**facts.to_json(), "image": ref})
     path = out_dir / "data.jsonl"
     write_dataset(path, records)

@@ -115,7 +115,7 @@ def demo_corpus(persona: Persona, examples: Sequence) -> list[str]:
 
 
 # Bump when the data generator or the reply templates change what the model should learn.
-DATA_VERSION = 2
+DATA_VERSION = 3  # 3: fan memory lines in prompts, regulars welcomed back
 
 
 def demo_recipe(persona: Persona, spec: ModelSpec, plan: DemoPlan) -> str:
@@ -127,6 +127,7 @@ def demo_recipe(persona: Persona, spec: ModelSpec, plan: DemoPlan) -> str:
     recipe = {
         "data_version": DATA_VERSION,
         "system_prompt": system_prompt(persona),
+        "fan_memory": persona.fan_memory.model_dump(),
         "lines": persona.spoken_lines(),
         "catchphrases": persona.catchphrases,
         "languages": persona.languages,

@@ -40,6 +40,8 @@ SHAPE_NAMES: dict[str, dict[str, str]] = {
     "circle": {"en": "circles", "zh": "圆圈", "ja": "丸"},
 }
 _AND = {"en": " and ", "zh": "和", "ja": "と"}
+# How she greets a fan her memory says she has met before, at the start of her answer.
+WELCOME_BACK = {"en": "Welcome back!", "zh": "欢迎回来！", "ja": "おかえり！"}
 COMMENT_WALL_NAMES = {"en": ("comment wall",), "zh": ("弹幕",), "ja": ("弾幕",)}
 
 # Longest reply body (after the tags) per language: the demo model is tiny.
@@ -84,6 +86,8 @@ class PictureFacts:
     text: str | None = None  # what the fan wrote
     question: str | None = None  # a sum in the fan's text, e.g. "12 + 30"
     answer: int | None = None  # its result
+    memory: str | None = None  # what her prompt said of the fan (fan memory), None when nothing
+    regular: bool = False  # the prompt remembered the fan from before: she welcomes them back
 
     def to_json(self) -> dict:
         return {**asdict(self), "shapes": list(self.shapes)}
@@ -130,6 +134,8 @@ def compose_reply(facts: PictureFacts, persona: Persona, rng: random.Random) -> 
         ]
         if fitting:
             body = f"{body} {rng.choice(fitting)}"
+    if facts.regular:
+        body = f"{WELCOME_BACK[lang]} {body}"
     # NFKC, as read_reply normalises: the model learns exactly the text the overlay shows.
     body = unicodedata.normalize("NFKC", body)
     return f"[{expected_emotion(facts)}] " + (f"{DEEP_TAG} " if deep else "") + body
@@ -162,6 +168,12 @@ def names_colour(reply_text: str, colour: str) -> bool:
     if colour not in COLOUR_NAMES:
         raise ValueError(f"unknown colour {colour!r}; the palette is {', '.join(COLOURS)}")
     return colours_named(reply_text) == {colour}
+
+
+def welcomes_back(reply_text: str) -> bool:
+    """True when the answer greets the fan as one she has met before, in any of her languages."""
+    text = unicodedata.normalize("NFKC", reply_text).lower()
+    return any(unicodedata.normalize("NFKC", phrase).lower().rstrip("!！") in text for phrase in WELCOME_BACK.values())
 
 
 def names_comment_wall(reply_text: str) -> bool:

@@ -91,7 +91,7 @@ def test_a_record_renders_exactly_as_the_fast_tier_builds_its_request(train_dir)
             room="r", user_id="u", display_name=facts.name, image_bytes=example.images[0].read_bytes(),
             mime="image/png", kind=facts.kind, text=facts.text,
         )
-        assert example.messages[:-1] == build_messages(PERSONA, submission)
+        assert example.messages[:-1] == build_messages(PERSONA, submission, "fast", None, facts.memory)
         assert example.messages[-1]["role"] == "assistant"
 
 
