@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import secrets
 import signal
 import statistics
@@ -35,8 +37,10 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
+import httpx
 import orjson
 from aiokafka import TopicPartition
 from pydantic import SecretStr
@@ -47,11 +51,12 @@ from producers.samples import sample_item
 from producers.training_data import held_out_submissions
 from stream.contracts import Submission, new_id, utcnow
 from stream.learning.demo_model import DEMO_MODEL_ID, build_missing_checkpoints
-from stream.learning.replies import names_colour
+from stream.learning.replies import names_colour, welcomes_back
 from stream.models.registry import ModelRegistry
 from stream.persona import Persona
 from stream.kafka_io import bootstrap_for, local_kafka, make_consumer, partitions_of
 from stream.metrics import WorkerMetrics
+from stream.errors import IdolstreamError
 from stream.settings import DeepTierSettings, FastTierSettings, GatewaySettings
 from stream.tokens import issue_token
 
@@ -68,6 +73,8 @@ REPLAY_EVERY = 10  # every tenth sample item is an old one replayed from a bot's
 REPLAY_AGE = timedelta(minutes=2)
 HELD_OUT_SEED = 7  # the demo's pictures: held out from the demo model's training set
 HELD_OUT_POOL = 60  # pictures drawn once and sent round again with fresh item ids
+FANS_LISTENING = re.compile(r"fans app listening on http://[^:\s]+:(\d+)")
+FANS_START_S = 120.0  # the fans app's start (its tables replayed), and its stop
 
 
 class Traffic:
@@ -146,6 +153,8 @@ class Tally:
         self.replays: set[str] = set()
         self.facts: dict[str, object] = {}  # item id -> what its picture shows (held-out traffic)
         self.colour_named = 0  # answers that name their picture's dominant colour
+        self.welcomed_back = 0  # answers that greet a fan she remembers
+        self.digests = 0  # thank-you lines to shed fans
         self.settled = asyncio.Event()  # every item answered, shed or dead-lettered
         self.expected = 0
 
@@ -179,6 +188,7 @@ class Tally:
         facts = self.facts.get(item_id)
         if facts is not None and names_colour(reply["text"], facts.colour):
             self.colour_named += 1
+        self.welcomed_back += welcomes_back(reply["text"])
         self._check_settled()
         return ms
 
@@ -197,6 +207,9 @@ async def watch_room(url: str, tally: Tally, connected: asyncio.Event) -> None:
             who = f"[{reply['room']}] {reply['in_reply_to']['display_name']} <-"
             if reply.get("role") == "holding":
                 print(f"{who} (holding, escalated: {reply['route_reason']}) {reply['text']}", flush=True)
+            elif reply.get("role") == "digest":
+                tally.digests += 1
+                print(f"[{reply['room']}] (thank-you digest) {reply['text']}", flush=True)
             elif ms is not None:
                 how = reply["tier"] + (f", {reply['degraded']}" if reply.get("degraded") else "")
                 facts = tally.facts.get(reply["item_id"])
@@ -224,6 +237,53 @@ async def watch_topic(bootstrap: str, topic: str, on_record, ready: asyncio.Even
                     on_record(orjson.loads(record.value))
     finally:
         await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def fans_app(bootstrap: str, home: Path) -> AsyncIterator[str]:
+    """`idolstream serve fans` as a child process (its log in var/logs/fans.log); its URL once ready.
+
+    In a session of its own, like the broker: a terminal's Ctrl-C reaches the demo, which
+    stops it in order (SIGTERM: it commits what it processed).
+    """
+    log_path = home / "logs" / "fans.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "IDOLSTREAM_FANS_PORT": "0", "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "stream.cli", "-v", "serve", "fans", env=env, start_new_session=True,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def copy_log() -> None:
+        with log_path.open("ab") as log:
+            while line := await process.stdout.readline():
+                log.write(line)
+                log.flush()
+                found = FANS_LISTENING.search(line.decode(errors="replace"))
+                if found and not listening.done():
+                    listening.set_result(f"http://127.0.0.1:{found.group(1)}")
+        if not listening.done():
+            status = await process.wait()
+            listening.set_exception(IdolstreamError(f"the fans app exited (status {status}); see {log_path}"))
+
+    copier = asyncio.create_task(copy_log())
+    try:
+        async with asyncio.timeout(FANS_START_S):
+            url = await listening
+            async with httpx.AsyncClient() as client:
+                while (await client.get(f"{url}/readyz")).status_code != 200:
+                    await asyncio.sleep(0.2)  # poll interval while its tables recover
+        yield url
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), FANS_START_S)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await copier
 
 
 @contextlib.asynccontextmanager
@@ -310,6 +370,9 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
     if gateway_settings.overlay_secret is None:  # a secret for this run only
         gateway_settings = gateway_settings.model_copy(update={"overlay_secret": SecretStr(secrets.token_hex(32))})
     deep_settings = DeepTierSettings()
+    if "IDOLSTREAM_FAN_MEMORY" not in os.environ:  # the demo shows her remembering fans unless told not to
+        fast_settings = fast_settings.model_copy(update={"fan_memory": True})
+        deep_settings = deep_settings.model_copy(update={"fan_memory": True})
     await prepare_topics(fast_settings, bootstrap)
     print("loading the fast and deep models…", file=sys.stderr, flush=True)
     share_cores_between_tiers()
@@ -321,7 +384,9 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
     tally.expected = items
     held_out = fast_slot.spec.demo
     traffic = Traffic(held_out, items)
-    async with gateway_service(gateway_settings, bootstrap) as (gateway, _), \
+    print("starting the fans app (likes, fan memory, thank-you digests)…", file=sys.stderr, flush=True)
+    async with fans_app(bootstrap, fast_settings.home) as fans_url, \
+            gateway_service(gateway_settings, bootstrap) as (gateway, _), \
             deep_tier_service(deep_settings, bootstrap, deep_slot, deep_metrics), \
             fast_tier_service(fast_settings, bootstrap, fast_slot, fast_metrics) as fast, \
             stopped_on_exit() as watchers:
@@ -329,8 +394,8 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
         base = f"http://{gateway_settings.host}:{gateway.port}"
         tokens = {room: issue_token(gateway_settings.secret(), room, 86_400) for room in room_ids}
         page = f"{base}/?{urlencode({'room': room_ids[0], 'token': tokens[room_ids[0]]})}"
-        print(f"overlay page: {page}  (fast {fast_slot.model_id}, deep {deep_slot.model_id})",
-              file=sys.stderr, flush=True)
+        print(f"overlay page: {page}  (fast {fast_slot.model_id}, deep {deep_slot.model_id}; "
+              f"fans app {fans_url}/metrics)", file=sys.stderr, flush=True)
         for topic, on_record in (
             (fast_settings.topics.dlq, lambda r: tally.record_dead_letter(r.get("item_id"))),
             (fast_settings.topics.shed, lambda r: tally.record_shed(r.get("item_id"), r.get("reason", "?"))),
@@ -385,6 +450,8 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
         "p95_ms": percentile(latencies, 95),
         "models": models,
         **({"colour_named": tally.colour_named} if held_out else {}),
+        "welcomed_back": tally.welcomed_back,
+        "digests": tally.digests,
         "kafka_bootstrap": bootstrap,
     }
     print(orjson.dumps(summary).decode(), flush=True)

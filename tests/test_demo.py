@@ -50,6 +50,9 @@ def test_the_demo_answers_every_fresh_item_escalates_some_and_sheds_the_replays(
     assert summary["models"]["fast"] == "demo-qwen3vl"
     # The demo model sees: its own answers name the colour of the pictures (held out from its training).
     assert summary["colour_named"] >= 0.9 * summary["by_tier"]["fast"], output
+    # The fans app runs beside it and the tiers remember fans: names come round again, and
+    # she welcomes some of them back (3 when measured; none could be before this memory).
+    assert summary["welcomed_back"] >= 1, output
 
 
 STARTUP_BOUND_S = 300  # a fresh broker, two models and the first replies, on a busy machine
