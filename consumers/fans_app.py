@@ -63,6 +63,7 @@ from stream.tokens import check_operator_token
 from stream.topics import TopicSpec, topic_plan
 
 log = logging.getLogger("idolstream.fans")
+STREAM_BUFFER = 256
 SWEEP_EVERY_S = 60.0  # expiry of profiles and reply tallies, per partition
 BLOCKED_KEPT_S = 3600.0  # a fan moderation blocked is left out of digests this long
 ROOM_COUNTS = ("items", "answered", "shed", "likes", "reports")
@@ -100,6 +101,8 @@ class FansApp:
             topic_replication_factor=settings.topic_replicas,
             broker_commit_interval=settings.commit_interval_s,
             consumer_max_fetch_size=MAX_MESSAGE_BYTES + 1024,
+            # Items carry their pictures: buffer few records per stream, not faust's 4096 (memory stays bounded).
+            stream_buffer_maxsize=STREAM_BUFFER,
             table_standby_replicas=0,
         )
         app = self.app
