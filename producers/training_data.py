@@ -255,7 +255,7 @@ def training_record(image_ref: str, submission: Submission, persona: Persona, ta
 
 def write_training_data(
     out_dir: Path, count: int, seed: int, persona: Persona, *, holdout: bool = False,
-    max_pixels: int = ImageLimits().max_pixels,
+    max_pixels: int = ImageLimits().max_pixels, fan_memory: bool = True,
 ) -> Path:
     """Write `count` items to out_dir (data.jsonl, facts.jsonl, images/); returns the data.jsonl path.
 
@@ -277,7 +277,7 @@ def write_training_data(
         ref = f"images/{index:06d}.png"
         (out_dir / ref).write_bytes(saved)
         submission = _submission(saved, facts, f"{stream}-{seed}-{index}", "training")
-        if not holdout:  # held-out items stay as the oracle tests send them: without memory
+        if fan_memory and not holdout:  # held-out items stay as the oracle tests send them: without memory
             facts = with_memory(facts, persona, random.Random(f"idolstream-memory:{seed}:{index}"))
         target = compose_reply(facts, persona, rng)
         records.append(training_record(ref, submission, persona, target, facts.memory))
