@@ -95,6 +95,7 @@ class FansApp:
             f"{names.prefix}{settings.fans_app_id}",
             broker=f"kafka://{bootstrap}",
             store="memory://",
+            datadir=str(settings.home / "faust"),  # faust's own working files, not in the working directory
             web_enabled=False,
             autodiscover=False,
             topic_partitions=partitions,
@@ -157,6 +158,7 @@ class FansApp:
                     self._failed(event, name)
 
         agent.__name__ = agent.__qualname__ = name
+        self.metrics.errors.labels(name)  # at 0 from the start, so a rate per agent exists
         return agent
 
     def _failed(self, event, agent: str) -> None:
