@@ -41,7 +41,7 @@ from transformers import AutoTokenizer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_bootstrap, offer_and_collect, pct  # noqa: E402
+from bench.harness import ab_summary, bench_bootstrap, offer_and_collect, pct, print_ab  # noqa: E402
 from consumers.model_slot import ModelSlot  # noqa: E402
 from consumers.services import fast_tier_service, prepare_topics  # noqa: E402
 from producers.samples import FAN_TEXTS, sample_item, sample_reply  # noqa: E402
@@ -218,23 +218,15 @@ async def main() -> None:
     costs = in_process(made, messages, repeat=200,
                        tokenizer=AutoTokenizer.from_pretrained(registry.get(args.model).local_dir(ROOT)))
 
-    results = {name: {"p50_ms": pct(values, 50), "p99_ms": pct(values, 99),
-                      "mean_ms": round(statistics.fmean(values), 1), "items": len(values), "rounds": rounds[name],
-                      "stage_mean_ms": {stage: round(seconds / n * 1000, 1) if n else None
-                                        for stage, (seconds, n) in spent[name].items() if stage in STAGES},
-                      "tokens_per_answer": round(spent[name]["tokens"][0] / max(1.0, spent[name]["tokens"][1]), 1)}
-               for name, values in latencies.items()}
-    added = {key: round(results["on"][key] - results["off"][key], 1) for key in ("p50_ms", "p99_ms", "mean_ms")}
+    results = ab_summary(latencies, rounds)
+    for name, r in results.items():
+        r["stage_mean_ms"] = {stage: round(seconds / n * 1000, 1) if n else None
+                              for stage, (seconds, n) in spent[name].items() if stage in STAGES}
+        r["tokens_per_answer"] = round(spent[name]["tokens"][0] / max(1.0, spent[name]["tokens"][1]), 1)
     print(f"machine: {platform.machine()} {os.cpu_count()} cpu, model {args.model}, {args.items} items from "
           f"{len({m.user.id for m in messages})} fans at {args.rate}/s offered, {args.rounds} rounds of each, "
           f"{len(made)} fans with a profile; persona checks off")
-    print(f"{'fan memory':<24}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
-    for name, r in results.items():
-        print(f"{name:<24}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['mean_ms']:>10}")
-    print(f"{'on - off':<24}{added['p50_ms']:>10}{added['p99_ms']:>10}{added['mean_ms']:>10}")
-    for name, r in results.items():  # what the same setting gives from one run to the next
-        p50s, p99s = [x["p50_ms"] for x in r["rounds"]], [x["p99_ms"] for x in r["rounds"]]
-        print(f"{name} from run to run: p50 {min(p50s)}-{max(p50s)} ms, p99 {min(p99s)}-{max(p99s)} ms")
+    added = print_ab(results, "fan memory", "off", "on")
     for name, r in results.items():  # where an answer's time went (the tier's stage histogram, means)
         print(f"{name} mean ms per stage: " + ", ".join(f"{stage} {ms}" for stage, ms in r["stage_mean_ms"].items())
               + f"; {r['tokens_per_answer']} tokens generated per answer")

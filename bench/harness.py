@@ -92,6 +92,26 @@ def pct(values: list[float], q: int) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1)
 
 
+def ab_summary(latencies: dict[str, list[float]], rounds: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per setting of an A/B run: p50, p99 and mean over every round, the item count and each round's figures."""
+    return {name: {"p50_ms": pct(values, 50), "p99_ms": pct(values, 99), "mean_ms": round(statistics.fmean(values), 1),
+                   "items": len(values), "rounds": rounds[name]}
+            for name, values in latencies.items()}
+
+
+def print_ab(results: dict[str, dict], column: str, base: str, other: str) -> dict[str, float]:
+    """The A/B table (`other` minus `base` last) and each setting's spread from round to round; the differences."""
+    added = {key: round(results[other][key] - results[base][key], 1) for key in ("p50_ms", "p99_ms", "mean_ms")}
+    print(f"{column:<24}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
+    for name, r in results.items():
+        print(f"{name:<24}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['mean_ms']:>10}")
+    print(f"{f'{other} - {base}':<24}{added['p50_ms']:>10}{added['p99_ms']:>10}{added['mean_ms']:>10}")
+    for name, r in results.items():  # what the same setting gives from one run to the next
+        p50s, p99s = [x["p50_ms"] for x in r["rounds"]], [x["p99_ms"] for x in r["rounds"]]
+        print(f"{name} from run to run: p50 {min(p50s)}-{max(p50s)} ms, p99 {min(p99s)}-{max(p99s)} ms")
+    return added
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_bootstrap, offer_and_collect, pct  # noqa: E402
+from bench.harness import ab_summary, bench_bootstrap, offer_and_collect, pct, print_ab  # noqa: E402
 from bench.moderation import JA_DANMAKU, REPLIES, ZH_DANMAKU  # noqa: E402
 from consumers.model_slot import ModelSlot  # noqa: E402
 from consumers.services import fast_tier_service, prepare_topics  # noqa: E402
@@ -176,20 +175,11 @@ async def main() -> None:
                 runner.close()
         costs = in_process_costs(filters, messages, repeat=200)
 
-    results = {name: {"p50_ms": pct(values, 50), "p99_ms": pct(values, 99),
-                      "mean_ms": round(statistics.fmean(values), 1), "items": len(values), "rounds": rounds[name]}
-               for name, values in latencies.items()}
-    added = {key: round(results["shipped"][key] - results["bare"][key], 1) for key in ("p50_ms", "p99_ms", "mean_ms")}
+    results = ab_summary(latencies, rounds)
     print(f"machine: {platform.machine()} {os.cpu_count()} cpu, model {args.model}, {args.items} items at "
           f"{args.rate}/s offered, {args.rounds} rounds of each list, persona checks "
           f"{'on' if args.check_replies else 'off'}")
-    print(f"{'word list':<24}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
-    for name, r in results.items():
-        print(f"{name:<24}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['mean_ms']:>10}")
-    print(f"{'shipped - bare':<24}{added['p50_ms']:>10}{added['p99_ms']:>10}{added['mean_ms']:>10}")
-    for name, r in results.items():  # what the same list gives from one run to the next
-        p50s, p99s = [x["p50_ms"] for x in r["rounds"]], [x["p99_ms"] for x in r["rounds"]]
-        print(f"{name} from run to run: p50 {min(p50s)}-{max(p50s)} ms, p99 {min(p99s)}-{max(p99s)} ms")
+    added = print_ab(results, "word list", "bare", "shipped")
     print("in process, µs per item: " + ", ".join(
         f"{name}: fan name+text {c['fan_us']}, reply {c['reply_us']}" for name, c in costs.items()))
     print(orjson.dumps({"items": args.items, "offered_rate": args.rate, "rounds": args.rounds, "model": args.model,

@@ -143,6 +143,14 @@ class FansApp:
 
     # -- reading ------------------------------------------------------------------------
 
+    def _read(self, event, contract):
+        """The record as `contract`, or None when it is not one (skipped and counted: the tiers dead-letter items)."""
+        try:
+            return contract.model_validate_json(event.value or b"")
+        except ValidationError as error:
+            self._unreadable(event, str(error))
+            return None
+
     def _unreadable(self, event, why: str) -> None:
         self.metrics.unreadable.labels(event.message.topic).inc()
         log.info("skipped %s[%d]@%d: %s", event.message.topic, event.message.partition, event.message.offset,
@@ -173,10 +181,8 @@ class FansApp:
         self.rooms_t[room] = counts
 
     async def _on_items(self, event) -> None:
-        try:
-            item = SentItem.model_validate_json(event.value or b"")
-        except ValidationError as error:
-            self._unreadable(event, str(error))  # the tiers dead-letter it; here it is only not counted
+        item = self._read(event, SentItem)
+        if item is None:
             return
         key = profile_key(item.room, item.user.id)
         stored = self.fans_t.get(key)
@@ -192,10 +198,8 @@ class FansApp:
         self.metrics.profiles.set(len(self.fans_t))
 
     async def _on_replies(self, event) -> None:
-        try:
-            reply = Reply.model_validate_json(event.value or b"")
-        except ValidationError as error:
-            self._unreadable(event, str(error))
+        reply = self._read(event, Reply)
+        if reply is None:
             return
         if reply.role != "answer":
             return
@@ -264,10 +268,8 @@ class FansApp:
         await self._save_tally(tally, partition)
 
     async def _on_shed(self, event) -> None:
-        try:
-            shed = ShedItem.model_validate_json(event.value or b"")
-        except ValidationError as error:
-            self._unreadable(event, str(error))
+        shed = self._read(event, ShedItem)
+        if shed is None:
             return
         entry = self._digest_entry(shed.room, event.message.partition)
         window = DigestWindow.from_json(entry["window"]) if entry["window"] else DigestWindow(
@@ -284,10 +286,8 @@ class FansApp:
         return dict(self.digests_t.get(room) or {"room": room, "partition": partition, "window": None, "blocked": {}})
 
     async def _on_moderation(self, event) -> None:
-        try:
-            record = ModerationRecord.model_validate_json(event.value or b"")
-        except ValidationError as error:
-            self._unreadable(event, str(error))
+        record = self._read(event, ModerationRecord)
+        if record is None:
             return
         if record.side != "fan" or record.action != ModerationAction.BLOCK:
             return
