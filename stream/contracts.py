@@ -1,5 +1,5 @@
 """Message contracts on the topics: Submission, Reply, Escalation, ShedItem, Reasoning, DeadLetter,
-ModerationRecord, HeldReply, ReviewDecision, Feedback, Retraction, ForgetRequest (v1).
+ModerationRecord, HeldReply, ReviewDecision, Feedback, Retraction, ForgetRequest, DrawRequest (v1).
 
 Typed, strict (no coercion, no unknown fields) and encoded with orjson. The JSON Schema
 of each is exported to ``stream/schemas/`` (see `export_schemas`) for bot authors who
@@ -28,7 +28,10 @@ SCHEMA_DIR = Path(__file__).parent / "schemas"
 # Ids travel as Kafka keys and in URLs: keep them plain.
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 ItemKind = Literal["fan_image", "danmaku_screenshot"]
-Tier = Literal["fast", "deep", "fallback"]
+Tier = Literal["fast", "deep", "draw", "fallback"]
+# How the draw tier draws: from words alone, in the pose or outline of the fan's picture
+# (ControlNet), from the fan's picture (img2img), or into the fan's picture (outpainting).
+DrawMode = Literal["text_to_image", "pose", "img2img", "outpaint"]
 # An answer is the item's one reply; a holding line ("let me think…") may come before it. A
 # digest thanks the fans of a room whose items were shed ("Thank you A, B and C!"); its
 # item_id names the room and window, not a fan's item.
@@ -39,6 +42,8 @@ ImageMime = Literal["image/png", "image/jpeg", "image/webp", "image/gif"]
 IMAGE_MIMES: tuple[str, ...] = get_args(ImageMime)
 
 MAX_THUMBNAIL_CHARS = 24_000  # a data URL of a thumbnail; replies stay small
+MAX_PICTURE_CHARS = 400_000  # a data URL of a picture she drew: inline on `replies`, under its 1 MiB records
+PICTURE_PATTERN = r"^data:image/(?:webp|png|jpeg);base64,[A-Za-z0-9+/]+=*$"
 
 # image.data comes in the forms encoders and browsers write: standard base64, bare or wrapped
 # in lines (`base64` and MIME write 76 columns, PEM 64; \n or \r\n), optionally behind the
@@ -232,6 +237,10 @@ class Reply(_Contract):
     persona_version: str | None = Field(
         default=None, max_length=64, description="the persona's version the reply was written and checked under"
     )
+    picture: str | None = Field(
+        default=None, max_length=MAX_PICTURE_CHARS, pattern=PICTURE_PATTERN,
+        description="a picture she drew for the fan (draw tier), as a data URL, shown in the bubble",
+    )
 
 
 class Draft(_Contract):
@@ -282,6 +291,26 @@ class Escalation(_Contract):
         default_factory=list, max_length=10,
         description="verdicts that hold what the fan sent for review: the answer waits for an operator too",
     )
+
+
+class DrawRequest(_Contract):
+    """A fan's drawing request the fast tier hands to the draw tier on `items.draw` (keyed by room)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: Identifier
+    item: Submission
+    prompt: str = Field(
+        min_length=1, max_length=1000,
+        description="the image prompt, in her style, written by the fast model from the fan's words and picture",
+    )
+    mode: DrawMode
+    reason: RouteReason
+    language: str | None = Field(default=None, max_length=8, description="the fan's language: her words about it")
+    requested_at: AwareDatetime
+    deadline_at: AwareDatetime = Field(description="past this, the fan gets her apology instead of a picture")
+    holding_sent: bool
+    fast_timings: Timings
+    source: Source
 
 
 class ShedItem(_Contract):
@@ -441,6 +470,11 @@ def decode_forget_request(raw: bytes) -> ForgetRequest:
     return _decode(raw, ForgetRequest, "a forget request")
 
 
+def decode_draw_request(raw: bytes) -> DrawRequest:
+    """Parse a record of `items.draw`, or raise InvalidEnvelope with its reason."""
+    return _decode(raw, DrawRequest, "a drawing request")
+
+
 def decode_escalation(raw: bytes) -> Escalation:
     """Parse a record of `items.deep`, or raise InvalidEnvelope with its reason."""
     return _decode(raw, Escalation, "an escalation")
@@ -582,6 +616,7 @@ CONTRACTS: dict[str, type[_Contract]] = {
     "feedback.v1": Feedback,
     "retraction.v1": Retraction,
     "forget_request.v1": ForgetRequest,
+    "draw_request.v1": DrawRequest,
 }
 
 

@@ -18,6 +18,8 @@ class RouteReason(StrEnum):
     DENSE_SCREENSHOT = "dense_screenshot"
     QUESTION = "question"
     MODEL_VERDICT = "model_verdict"  # the fast model tagged the item as needing thought
+    DRAW_REQUEST = "draw_request"  # the fan's words ask her to draw (zh, en, ja patterns)
+    DRAW_VERDICT = "draw_verdict"  # the fast model tagged the item [draw]
 
 
 class DegradeReason(StrEnum):
@@ -31,6 +33,9 @@ class DegradeReason(StrEnum):
     EMPTY_ANSWER = "empty_answer"  # the model said nothing usable: a persona line went out
     PERSONA_CHECK = "persona_check"  # the reply failed the persona checks, regenerated or not: a persona line went out
     MODERATION_BLOCKED = "moderation_blocked"  # moderation blocked the reply: a persona line went out
+    DRAW_DEADLINE = "draw_deadline"  # the picture was not drawn in time: her apology went out
+    DRAW_FAILED = "draw_failed"  # the draw pipeline failed on this request: her apology went out
+    DRAW_UNAVAILABLE = "draw_unavailable"  # the draw tier is off or its circuit open: the fast tier answered
 
 
 class ShedReason(StrEnum):

@@ -40,6 +40,10 @@ class TopicNames:
         return f"{self.prefix}items.deep"
 
     @property
+    def items_draw(self) -> str:
+        return f"{self.prefix}items.draw"
+
+    @property
     def replies(self) -> str:
         return f"{self.prefix}replies"
 
@@ -104,6 +108,8 @@ def topic_plan(names: TopicNames, partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(names.fan_images, partitions, images),
         TopicSpec(names.danmaku_screens, partitions, images),
         TopicSpec(names.items_deep, partitions, images),
+        # Drawing requests carry the fan's picture (a pose, a sketch, a photo to draw her into).
+        TopicSpec(names.items_draw, partitions, images),
         TopicSpec(names.replies, partitions, small),
         # The DLQ keeps originals (or their digest) for a week so operators can replay them.
         TopicSpec(names.dlq, 1, {**images, "retention.ms": str(7 * 24 * HOUR_MS)}),
