@@ -11,10 +11,10 @@ from stream.persona.card import Persona, PersonaError
 from stream.persona.checks import ReplyMiss, check_reply, retry_hint
 from stream.persona.language import detect_language, fan_language
 from stream.persona.prompts import build_messages, system_prompt, user_prompt
-from stream.persona.reading import DEEP_TAG, EMOTIONS, ReadReply, fit_bubble, neutralise_fan_text, read_reply
+from stream.persona.reading import DEEP_TAG, DRAW_TAG, EMOTIONS, ReadReply, fit_bubble, neutralise_fan_text, read_reply
 
 __all__ = [
-    "DEEP_TAG", "EMOTIONS", "Persona", "PersonaError", "ReadReply", "ReplyMiss", "build_messages", "check_reply",
-    "detect_language", "fan_language", "fit_bubble", "neutralise_fan_text", "read_reply", "retry_hint",
+    "DEEP_TAG", "DRAW_TAG", "EMOTIONS", "Persona", "PersonaError", "ReadReply", "ReplyMiss", "build_messages",
+    "check_reply", "detect_language", "fan_language", "fit_bubble", "neutralise_fan_text", "read_reply", "retry_hint",
     "system_prompt", "user_prompt",
 ]

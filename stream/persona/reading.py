@@ -20,11 +20,17 @@ EMOTIONS: tuple[str, ...] = Emotion.__args__  # type: ignore[attr-defined]
 _CONTROL_TOKEN = re.compile(r"<\s*\|[^<>|]{0,64}\|\s*>|<\s*/?\s*think\s*>", re.IGNORECASE)
 # C0/C1 controls other than newline and tab, and the bidi overrides used to disguise text.
 _INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_EMOTION_TAG = re.compile(r"^\s*\[(?P<emotion>[a-z]+)\]\s*", re.IGNORECASE)
-# The fast model's verdict that an item needs the deep tier, right after the emotion tag.
+# A leading tag: the emotion, or one of the fast model's verdicts.
+_LEADING_TAG = re.compile(r"^\s*\[(?P<tag>[a-z]+)\]\s*", re.IGNORECASE)
+# The fast model's verdicts, right after the emotion tag and in either order: the item needs
+# the deep tier; the fan asks her to draw (the draw tier answers with a picture).
 DEEP_TAG = "[think]"
+DRAW_TAG = "[draw]"
+_VERDICTS = {DEEP_TAG[1:-1], DRAW_TAG[1:-1]}
+# A verdict tag anywhere else: never shown, and not a verdict (the format puts verdicts first,
+# so one mid-answer is the fan's words echoed back, not the model's judgement).
+_STRAY_VERDICT = re.compile(r"\s*\[(?:think|draw)\]", re.IGNORECASE)
 MAX_TEXT_CHARS = 2000  # Reply.text's limit
-_DEEP_TAG = re.compile(r"^\s*\[think\]\s*", re.IGNORECASE)
 
 
 def neutralise_fan_text(text: str, max_chars: int = 500) -> str:
@@ -46,14 +52,15 @@ class ReadReply:
     cue: Cue
     used_fallback: bool  # the model gave nothing usable: `text` is a persona fallback line
     wants_deep: bool  # the model tagged the item as needing thought
+    wants_draw: bool = False  # the model tagged the item as a request for her to draw
 
 
 def read_reply(raw: str, persona: Persona, item_id: str, language: str | None = None) -> ReadReply:
     """The text to show, its avatar cue, and the model's verdict, from a raw model answer.
 
-    The model is asked to open with an emotion tag, then optionally the deep tag; an
-    unknown or missing emotion means "happy". Thinking leftovers and control-token
-    look-alikes never reach the overlay.
+    The model is asked to open with an emotion tag, then optionally the deep tag and the draw
+    tag; an unknown or missing emotion means "happy". Thinking leftovers, verdict tags and
+    control-token look-alikes never reach the overlay.
     """
     text = raw
     if "</think>" in text:
@@ -62,23 +69,39 @@ def read_reply(raw: str, persona: Persona, item_id: str, language: str | None = 
     # Control tokens a server decoded as text (e.g. <|endoftext|>) are dropped, not shown.
     text = _CONTROL_TOKEN.sub("", text.replace("\ufffd", ""))
     text = neutralise_fan_text(text, max_chars=2 * MAX_TEXT_CHARS)
-    emotion = "happy"
-    match = _EMOTION_TAG.match(text)
-    if match and match.group("emotion").lower() != "think":
-        tagged = match.group("emotion").lower()
-        if tagged in EMOTIONS:
-            emotion = tagged
-        text = text[match.end():]
-    deep = _DEEP_TAG.match(text)
-    if deep:
-        text = text[deep.end():]
-    text = " ".join(text.split())
+    emotion, verdicts, text = _leading_tags(text)
+    text = " ".join(_STRAY_VERDICT.sub("", text).split())
     if len(text) > MAX_TEXT_CHARS:  # the reply contract's limit; the bubble's is checked by the tiers
         text = text[: MAX_TEXT_CHARS - 1] + "…"
     used_fallback = not text
     if used_fallback:
         text = persona.fallback_line(item_id, language)
-    return ReadReply(text, Cue(emotion=emotion, motion=persona.motion_for(emotion)), used_fallback, bool(deep))
+    return ReadReply(
+        text, Cue(emotion=emotion, motion=persona.motion_for(emotion)), used_fallback,
+        wants_deep="think" in verdicts, wants_draw="draw" in verdicts,
+    )
+
+
+def _leading_tags(text: str) -> tuple[str, set[str], str]:
+    """The emotion ("happy" when missing or unknown), the verdicts, and the text after the leading tags.
+
+    One emotion-like tag is read (an unknown one is dropped, not shown); verdict tags may come
+    before or after it. A second emotion-like tag is left in the text.
+    """
+    emotion = "happy"
+    verdicts: set[str] = set()
+    seen_emotion = False
+    while match := _LEADING_TAG.match(text):
+        tag = match.group("tag").lower()
+        if tag in _VERDICTS:
+            verdicts.add(tag)
+        elif seen_emotion:
+            break
+        else:
+            seen_emotion = True
+            emotion = tag if tag in EMOTIONS else emotion
+        text = text[match.end():]
+    return emotion, verdicts, text
 
 
 def fit_bubble(text: str, persona: Persona) -> str:
