@@ -44,6 +44,8 @@ from stream.flow import RecentIds
 # A resuming overlay may still show a bubble retracted while it was away: it is told again
 # about the room's last few retractions (a fresh overlay shows nothing yet and is not).
 RESUME_NOTICES = 8
+# One room's history may hold at most 1/ROOM_SHARE of all histories' byte budget.
+ROOM_SHARE = 2
 
 
 @dataclass(frozen=True, order=True)
@@ -97,22 +99,27 @@ class Resume:
 
 
 class RoomHistory:
-    """The last `capacity` replies of one room, for overlays that reconnect."""
+    """The last `capacity` replies of one room, for overlays that reconnect, within `max_bytes`
+    of frames (a frame is counted whole, a picture it carries included); the newest reply is
+    kept whatever its size."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
         self._entries: deque[Entry] = deque()
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.bytes = 0
         self.forgotten: Cursor | None = None  # the newest entry pushed out of the window
 
     def append(self, entry: Entry) -> int:
-        """Keep `entry`; the change in bytes held (an old entry may make way)."""
+        """Keep `entry`; the change in bytes held (old entries may make way)."""
+        before = self.bytes
         self._entries.append(entry)
-        change = len(entry.frame)
-        if len(self._entries) > self.capacity:
-            change -= self.trim_one()
         self.bytes += len(entry.frame)
-        return change
+        if len(self._entries) > self.capacity:
+            self.trim_one()
+        while self.max_bytes is not None and self.bytes > self.max_bytes and len(self._entries) > 1:
+            self.trim_one()
+        return self.bytes - before
 
     def trim_one(self) -> int:
         """Forget the oldest entry; the bytes freed."""
@@ -288,6 +295,10 @@ def retract_notice(room: str, reply_id: str) -> bytes:
 class RoomHub:
     """Rooms, their overlays and histories, within `max_rooms` and `history_max_bytes`.
 
+    One room's history holds at most `room_max_bytes` (half the budget unless told), its
+    oldest replies making way: a room flooded with pictures she drew keeps its newest ones
+    and cannot push every other room's history out.
+
     Past either bound, the least recently active rooms without an overlay are forgotten;
     when every room has one, the oldest history entries go instead. Either way a resume
     from before then is reported incomplete. A room history is complete only from where
@@ -300,13 +311,15 @@ class RoomHub:
 
     def __init__(self, client_queue: int, recent_item_ids: int, history_per_room: int, max_rooms: int = 2000,
                  history_max_bytes: int = 256 * 2**20, quiet_room_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, recent_retractions: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, recent_retractions: int | None = None,
+                 room_max_bytes: int | None = None) -> None:
         self.client_queue = client_queue
         self.recent_item_ids = recent_item_ids
         self.recent_retractions = recent_retractions or recent_item_ids
         self.history_per_room = history_per_room
         self.max_rooms = max_rooms
         self.history_max_bytes = history_max_bytes
+        self.room_max_bytes = room_max_bytes or history_max_bytes // ROOM_SHARE
         self.quiet_room_s = quiet_room_s
         self._clock = clock
         self._rooms: OrderedDict[str, _Room] = OrderedDict()  # least recently active first
@@ -328,7 +341,8 @@ class RoomHub:
         now = self._clock()
         state = self._rooms.get(room)
         if state is None:
-            state = self._rooms[room] = _Room(RoomHistory(self.history_per_room), RecentIds(self.recent_item_ids), now)
+            history = RoomHistory(self.history_per_room, self.room_max_bytes)
+            state = self._rooms[room] = _Room(history, RecentIds(self.recent_item_ids), now)
         state.active_at = now
         self._rooms.move_to_end(room)
         return state

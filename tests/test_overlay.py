@@ -201,14 +201,13 @@ def test_room_histories_stay_within_their_byte_budget_oldest_activity_first():
     frame_bytes = len(reply_entry_bytes())
     h = RoomHub(client_queue=8, recent_item_ids=64, history_per_room=100, history_max_bytes=10 * frame_bytes)
     live, _ = h.subscribe("live")
-    for n in range(8):
-        h.publish(Cursor(0, n), reply("idle", f"i{n}"))
-        h.advance(Cursor(0, n))
-    for n in range(8, 20):
-        h.publish(Cursor(0, n), reply("live", f"i{n}"))
+    for n, room in enumerate(["idle"] * 4 + ["later"] * 4 + ["live"] * 12):  # live: half the budget at most
+        h.publish(Cursor(0, n), reply(room, f"i{n}"))
         h.advance(Cursor(0, n))
     assert h.history_bytes() <= 10 * frame_bytes + frame_bytes
-    _, resume = h.subscribe("idle", after=Cursor(0, 3))
+    _, resume = h.subscribe("later", after=Cursor(0, 3))
+    assert resume.replayed == 4, "the room active more recently was kept whole"
+    _, resume = h.subscribe("idle", after=Cursor(0, 1))
     assert resume == Resume(0, False), "the idle room was forgotten first, and a resume says so"
 
 
@@ -272,6 +271,56 @@ def test_a_history_entry_costs_about_its_frame_so_the_byte_budget_holds():
     finally:
         tracemalloc.stop()
     assert per_entry < 2 * len(kept[0].frame) + 512, f"{per_entry:.0f} bytes held for a {len(kept[0].frame)}-byte frame"
+
+
+# -- pictures she drew -------------------------------------------------------------------
+
+
+def picture_reply(room: str, item_id: str, chars: int = 100_000) -> dict:
+    return reply(room, item_id) | {"picture": "data:image/png;base64," + "A" * chars}
+
+
+def test_a_reply_with_a_picture_costs_its_whole_frame_in_the_history_budget():
+    h = hub()
+    entry = reply_entry(Cursor(0, 0), picture_reply("a", "i0", 300_000))
+    h.publish(Cursor(0, 0), picture_reply("a", "i0", 300_000))
+    assert h.history_bytes() == len(entry.frame) > 300_000
+
+
+async def test_a_resume_replays_a_reply_with_its_picture():
+    h = hub()
+    h.publish(Cursor(0, 0), reply("a", "i0"))
+    h.publish(Cursor(0, 1), picture_reply("a", "i1"))
+    q, resume = h.subscribe("a", after=Cursor(0, 0))
+    assert resume == Resume(1, True)
+    assert (await drain(q))[0]["picture"] == picture_reply("a", "i1")["picture"]
+
+
+async def test_one_room_flooded_with_pictures_cannot_push_every_other_room_out():
+    frame = len(reply_entry(Cursor(0, 39), picture_reply("flood", "i39")).frame)  # the largest of them
+    h = RoomHub(client_queue=8, recent_item_ids=64, history_per_room=100, history_max_bytes=6 * frame)
+    for n in range(3):
+        h.publish(Cursor(0, n), reply("quiet", f"q{n}"))
+        h.advance(Cursor(0, n))
+    for n in range(3, 40):
+        h.publish(Cursor(0, n), picture_reply("flood", f"i{n}"))
+        h.advance(Cursor(0, n))
+        assert h.history_bytes() <= 6 * frame
+    _, resume = h.subscribe("quiet", after=Cursor(0, 0))
+    assert resume == Resume(2, True), "the quiet room, unwatched, keeps its history"
+    q, resume = h.subscribe("flood", after=Cursor(0, 3))
+    assert resume.replayed == 3 and not resume.complete, "the flooded room keeps its newest half of the budget"
+    assert [r["item_id"] for r in await drain(q)] == ["i37", "i38", "i39"]
+
+
+def test_a_room_keeps_its_newest_reply_even_past_its_share_of_the_budget():
+    h = RoomHub(client_queue=8, recent_item_ids=64, history_per_room=100, history_max_bytes=2**20,
+                room_max_bytes=1000)
+    h.publish(Cursor(0, 0), reply("a", "i0"))
+    h.publish(Cursor(0, 1), picture_reply("a", "i1"))
+    _, resume = h.subscribe("a", after=Cursor(0, 0))
+    assert resume == Resume(1, True), "the newest reply is kept; the older one made way"
+    assert h.history_bytes() == len(reply_entry(Cursor(0, 1), picture_reply("a", "i1")).frame)
 
 
 # -- retraction --------------------------------------------------------------------------
