@@ -1,4 +1,4 @@
-"""Synthetic fan images and danmaku-wall screenshots, drawn with Pillow.
+"""Synthetic fan images, danmaku-wall screenshots and replies (some with a picture she drew), drawn with Pillow.
 
 Deterministic per seed: varied sizes, aspect ratios, colours, shapes and text, in the
 formats fans send (PNG, JPEG, WebP). Used by the demo, the tests and the benchmark.
@@ -6,7 +6,9 @@ formats fans send (PNG, JPEG, WebP). Used by the demo, the tests and the benchma
 
 from __future__ import annotations
 
+import base64
 import io
+import math
 import random
 from dataclasses import dataclass
 
@@ -120,9 +122,33 @@ MOTIONS = {"happy": "bounce", "excited": "jump", "shy": "hide_face", "surprised"
            "thinking": "tilt_head", "sad": "droop", "neutral": "idle"}
 
 
+def draw_picture(n: int, size: int = 256) -> Image.Image:
+    """A picture 'she drew' (no model): a diagonal gradient in colours chosen by `n`, and a star."""
+    rng = random.Random(f"picture-{n}")
+    start, end = [tuple(rng.randrange(40, 216) for _ in range(3)) for _ in range(2)]
+    img = Image.new("RGB", (size, size))
+    draw = ImageDraw.Draw(img)
+    for k in range(0, 2 * size, 2):  # anti-diagonals: from `start` top left to `end` bottom right
+        t = k / (2 * size - 2)
+        colour = tuple(int(a + (b - a) * t) for a, b in zip(start, end))
+        draw.line([(k, 0), (0, k)], fill=colour, width=3)
+    centre, outer, inner = size / 2, size * 0.3, size * 0.12
+    points = [(centre + (outer if i % 2 == 0 else inner) * math.sin(i * math.pi / 5),
+               centre - (outer if i % 2 == 0 else inner) * math.cos(i * math.pi / 5)) for i in range(10)]
+    draw.polygon(points, fill=(255, 214, 0), outline=(120, 60, 0))
+    return img
+
+
+def picture_data_url(img: Image.Image, fmt: str = "PNG") -> str:
+    """A picture as the data URL a reply carries (`Reply.picture`)."""
+    data, mime = encode(img, fmt)
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
 def sample_reply(room: str, n: int, *, role: str = "answer", item_id: str | None = None,
-                 text: str | None = None, thumbnail: bool = False) -> Reply:
-    """A synthetic reply (no model) for exercising the gateway and the overlay page."""
+                 text: str | None = None, thumbnail: bool = False, picture: bool = False) -> Reply:
+    """A synthetic reply (no model) for exercising the gateway and the overlay page; with `picture`,
+    it carries `draw_picture(n)` as a PNG data URL, as a reply of the draw tier does."""
     emotion = EMOTIONS[n % len(EMOTIONS)]
     now = utcnow()
     return Reply(
@@ -138,4 +164,5 @@ def sample_reply(room: str, n: int, *, role: str = "answer", item_id: str | None
         timings=Timings(item_created_at=now, queue_ms=0, admission_ms=0, inference_ms=0, replied_at=now),
         in_reply_to=UserRef(id=f"fan-{n}", display_name=f"Fan {n}"),
         thumbnail=thumbnail_data_url(draw_fan_image(random.Random(n), (320, 240)), 96) if thumbnail else None,
+        picture=picture_data_url(draw_picture(n)) if picture else None,
     )
