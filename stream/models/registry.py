@@ -27,6 +27,15 @@ local reading.
   server's business. The image budget, ``max_new_tokens`` and ``temperature`` still
   apply: images are downscaled before they are sent.
 
+A draw model (tier ``draw``: a diffusers pipeline such as ``Qwen/Qwen-Image``) has no
+``mode``, ``max_new_tokens``, ``temperature`` or image budget; its ``draw`` block gives
+steps, picture size, guidance, the wall-time deadline and, for pose drawing, a ControlNet::
+
+    {"id": "tiny-qwen-image", "source": "var/models/tiny-qwen-image", "architecture": "dense",
+     "tier": "draw", "dtype": "float32", "tiny": true,
+     "draw": {"steps": 4, "width": 128, "height": 128, "deadline_ms": 20000,
+              "controlnet": "var/models/tiny-qwen-image-controlnet"}}
+
 An entry for a vLLM fleet behind one Service::
 
     {"id": "qwen3vl-8b-fleet", "source": "Qwen/Qwen3-VL-8B-Instruct", "backend": "openai",
@@ -59,7 +68,7 @@ from stream.models.errors import ModelLoadError, UnknownModelError
 
 Architecture = Literal["dense", "moe"]
 Mode = Literal["instruct", "thinking"]
-Tier = Literal["fast", "deep", "guard"]
+Tier = Literal["fast", "deep", "guard", "draw"]
 DType = Literal["float32", "bfloat16", "float16"]
 Backend = Literal["transformers", "openai"]
 
@@ -79,6 +88,29 @@ class Lineage(BaseModel):
     seed: int = 0
 
 
+class DrawSettings(BaseModel):
+    """How a draw model (a diffusers pipeline, tier ``draw``) draws: steps, size, guidance, deadline.
+
+    ``controlnet`` is the source of a ControlNet for pose drawing (a directory or hub id,
+    resolved like ``source``); without one the pipeline cannot draw in the fan's pose.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(ge=1, le=200, description="denoising steps per picture")
+    width: int = Field(ge=16, le=4096, multiple_of=16, description="picture width (a multiple of 16)")
+    height: int = Field(ge=16, le=4096, multiple_of=16, description="picture height (a multiple of 16)")
+    # 1 turns true classifier-free guidance off (one transformer pass per step, not two).
+    true_cfg_scale: float = Field(default=1.0, ge=1.0, le=20.0)
+    deadline_ms: int = Field(
+        ge=100, le=600_000, description="wall time a picture may take before the fan gets her apology"
+    )
+    # img2img: how far the fan's picture is noised (0 keeps it, 1 ignores it).
+    img2img_strength: float = Field(default=0.7, gt=0.0, le=1.0)
+    controlnet: str | None = Field(default=None, min_length=1)
+    controlnet_scale: float = Field(default=1.0, ge=0.0, le=2.0)
+
+
 class ModelSpec(BaseModel):
     """One registry entry. Immutable; unknown fields are rejected."""
 
@@ -87,7 +119,8 @@ class ModelSpec(BaseModel):
     id: str = Field(min_length=1)
     source: str = Field(min_length=1)
     architecture: Architecture
-    mode: Mode
+    # Instruct or thinking: what a language model is; none for a draw model.
+    mode: Mode | None = None
     tier: Tier
     dtype: DType
     # Image budget in pixels; the processor resizes into [min_pixels, max_pixels] and
@@ -95,9 +128,10 @@ class ModelSpec(BaseModel):
     # Required for every model that sees images; absent for text-only ones.
     max_pixels: int | None = Field(default=None, gt=0)
     min_pixels: int | None = Field(default=None, gt=0)
-    max_new_tokens: int = Field(ge=1)
+    # Required for language models, none for a draw model.
+    max_new_tokens: int | None = Field(default=None, ge=1)
     # 0 means greedy decoding.
-    temperature: float = Field(ge=0.0, le=2.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     # Built offline by ``build-tiny`` (random weights); never fetched from the hub.
     tiny: bool = False
     # Trained here from scratch by ``models train-demo``; never fetched from the hub.
@@ -111,6 +145,28 @@ class ModelSpec(BaseModel):
     served_model: str | None = Field(default=None, min_length=1)
     # A text-only causal LM (a Qwen3Guard-Gen text guard): no images, no image budget.
     text_only: bool = False
+    # A draw model's steps, size, guidance and deadline; required for tier ``draw``, only there.
+    draw: DrawSettings | None = None
+
+    @model_validator(mode="after")
+    def _draw_or_language(self) -> ModelSpec:
+        language = ("mode", "max_new_tokens", "temperature")
+        if self.tier != "draw":
+            missing = [name for name in language if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)} missing: a {self.tier} model generates text")
+            if self.draw is not None:
+                raise ValueError(f"draw settings make no sense for a {self.tier} model (tier 'draw' only)")
+            return self
+        if self.draw is None:
+            raise ValueError("a draw model needs its draw settings (steps, width, height, deadline_ms)")
+        stray = [name for name in (*language, "max_pixels", "min_pixels", "endpoint", "served_model")
+                 if getattr(self, name) is not None]
+        if stray:
+            raise ValueError(f"{' and '.join(stray)} make no sense for a draw model (a diffusers pipeline)")
+        if self.text_only or self.backend != "transformers":
+            raise ValueError("a draw model runs in this process (backend 'transformers', not text_only)")
+        return self
 
     @model_validator(mode="after")
     def _one_builder(self) -> ModelSpec:
@@ -121,6 +177,8 @@ class ModelSpec(BaseModel):
     @model_validator(mode="after")
     def _pixel_range(self) -> ModelSpec:
         given = [name for name in ("max_pixels", "min_pixels") if getattr(self, name) is not None]
+        if self.tier == "draw":  # checked with the draw settings
+            return self
         if self.text_only:
             if given:
                 raise ValueError(f"{' and '.join(given)} make no sense for a text_only model (it takes no images)")
@@ -163,7 +221,22 @@ class ModelSpec(BaseModel):
 
     def local_dir(self, project_root: Path) -> Path | None:
         """The checkpoint directory this spec points at, or None for a hub id."""
-        raw = self.source
+        return self._local(self.source, project_root)
+
+    def controlnet_dir(self, project_root: Path) -> Path | None:
+        """The draw model's ControlNet directory, or None for a hub id or when it names none."""
+        if self.draw is None or self.draw.controlnet is None:
+            return None
+        return self._local(self.draw.controlnet, project_root)
+
+    def resolve_controlnet(self, project_root: Path) -> str | None:
+        """What to hand to the ControlNet's ``from_pretrained``: a directory path, a hub id, or None."""
+        if self.draw is None or self.draw.controlnet is None:
+            return None
+        local = self.controlnet_dir(project_root)
+        return str(local) if local is not None else self.draw.controlnet
+
+    def _local(self, raw: str, project_root: Path) -> Path | None:
         path = Path(raw).expanduser()
         if path.is_absolute():
             return path

@@ -433,9 +433,26 @@ def build_missing(registry: ModelRegistry, project_root: str | Path | None = Non
         target = spec.local_dir(root)
         if target is None:  # unreachable: tiny sources always resolve to a directory
             raise ModelLoadError(f"tiny model {spec.id!r} has no local directory")
+        if spec.tier == "draw":
+            built.extend(_build_missing_draw(spec, target, root))
+            continue
         if (target / "config.json").exists():
             continue
         built.append(build_tiny_checkpoint(spec, target, overwrite=True))
+    return built
+
+
+def _build_missing_draw(spec: ModelSpec, target: Path, root: Path) -> list[Path]:
+    """A tiny draw entry: its Qwen-Image pipeline (model_index.json) and the ControlNet it names."""
+    # Imported here: that module builds on this one's tokenizer.
+    from stream.draw.tiny import build_tiny_controlnet, build_tiny_draw_pipeline
+
+    built = []
+    if not (target / "model_index.json").exists():
+        built.append(build_tiny_draw_pipeline(target, overwrite=True))
+    controlnet = spec.controlnet_dir(root)
+    if controlnet is not None and not (controlnet / "config.json").exists():
+        built.append(build_tiny_controlnet(controlnet, overwrite=True))
     return built
 
 

@@ -28,7 +28,10 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
     shutil.copy(PROJECT_REGISTRY, root / "config" / "models.json")
     registry = ModelRegistry.load(root / "config" / "models.json")
     built = build_missing(registry)
-    assert len(built) == sum(1 for spec in registry if spec.tiny)
+    # One directory per tiny entry, plus the ControlNet a tiny draw entry names.
+    controlnets = sum(1 for spec in registry if spec.tiny and spec.draw is not None and spec.draw.controlnet)
+    assert len(built) == sum(1 for spec in registry if spec.tiny) + controlnets
+    assert {path.name for path in built} >= {"tiny-qwen-image", "tiny-qwen-image-controlnet"}
     return registry
 
 

@@ -25,6 +25,7 @@ REAL_IDS = {
 }
 REAL_GUARD_IDS = {"Qwen/Qwen3Guard-Gen-0.6B", "Qwen/Qwen3Guard-Gen-4B", "qwen3vl-4b-imageguard"}
 TINY_GUARD_IDS = {"tiny-qwen3guard", "tiny-qwen3vl-imageguard"}
+DRAW_IDS = {"tiny-qwen-image", "Qwen/Qwen-Image"}
 
 TINY_ENTRY = {
     "id": "tiny",
@@ -52,7 +53,7 @@ def test_project_registry_lists_tiny_demo_and_real_models():
     registry = ModelRegistry.load(PROJECT_REGISTRY)
 
     tiny_ids = {"tiny-qwen3vl-moe", "tiny-qwen3vl-dense", "tiny-qwen3vl-thinking"}
-    assert tiny_ids | TINY_GUARD_IDS | {"demo-qwen3vl"} | REAL_IDS | REAL_GUARD_IDS == set(registry.ids())
+    assert tiny_ids | TINY_GUARD_IDS | DRAW_IDS | {"demo-qwen3vl"} | REAL_IDS | REAL_GUARD_IDS == set(registry.ids())
     demo = registry.get("demo-qwen3vl")
     assert (demo.tier, demo.architecture, demo.mode, demo.demo, demo.tiny) == ("fast", "dense", "instruct", True, False)
     assert registry.resolve_source("demo-qwen3vl") == str(PROJECT_ROOT / "var/models/demo-qwen3vl")
@@ -63,6 +64,58 @@ def test_project_registry_lists_tiny_demo_and_real_models():
     assert (deep.tier, deep.architecture, deep.mode, deep.tiny) == ("deep", "dense", "thinking", True)
     thinking = registry.get("Qwen/Qwen3-VL-8B-Thinking")
     assert thinking.tier == "deep" and thinking.max_new_tokens > registry.get("Qwen/Qwen3-VL-4B-Instruct").max_new_tokens
+
+
+DRAW_ENTRY = {
+    "id": "draw",
+    "source": "var/models/tiny-draw",
+    "architecture": "dense",
+    "tier": "draw",
+    "dtype": "float32",
+    "draw": {"steps": 4, "width": 128, "height": 96, "deadline_ms": 5000, "controlnet": "var/models/tiny-cn"},
+    "tiny": True,
+}
+
+
+def test_a_draw_entry_gives_steps_size_guidance_deadline_and_its_controlnet(tmp_path):
+    registry = ModelRegistry.load(write_registry(tmp_path, [DRAW_ENTRY, TINY_ENTRY]))
+
+    draw = registry.get("draw")
+    assert (draw.tier, draw.mode, draw.max_new_tokens) == ("draw", None, None)
+    assert (draw.draw.steps, draw.draw.width, draw.draw.height, draw.draw.deadline_ms) == (4, 128, 96, 5000)
+    assert draw.draw.true_cfg_scale == 1.0
+    assert draw.resolve_controlnet(tmp_path) == str(tmp_path / "var/models/tiny-cn")
+    project = ModelRegistry.load(PROJECT_REGISTRY)
+    assert project.get("Qwen/Qwen-Image").resolve_controlnet(PROJECT_ROOT) == "InstantX/Qwen-Image-ControlNet-Union"
+    assert project.resolve_source("tiny-qwen-image") == str(PROJECT_ROOT / "var/models/tiny-qwen-image")
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"draw": None}, "needs its draw settings"),
+        ({"max_new_tokens": 16}, "max_new_tokens make no sense for a draw model"),
+        ({"mode": "instruct"}, "mode make no sense for a draw model"),
+        ({"max_pixels": 65536, "min_pixels": 4096}, "max_pixels and min_pixels make no sense"),
+        ({"draw": DRAW_ENTRY["draw"] | {"width": 100}}, "multiple of 16"),
+        ({"draw": DRAW_ENTRY["draw"] | {"steps": 0}}, "steps"),
+        ({"draw": DRAW_ENTRY["draw"] | {"true_cfg_scale": 0.5}}, "true_cfg_scale"),
+        ({"draw": {"steps": 4, "width": 128, "height": 96}}, "deadline_ms"),
+        ({"draw": DRAW_ENTRY["draw"] | {"seed": 1}}, "seed"),
+    ],
+)
+def test_draw_entries_are_checked_with_clear_errors(tmp_path, change, complaint):
+    entry = {key: value for key, value in (DRAW_ENTRY | change).items() if value is not None}
+    with pytest.raises(ModelLoadError, match=complaint):
+        ModelRegistry.load(write_registry(tmp_path, [entry]))
+
+
+def test_language_models_still_need_their_generation_limits_and_take_no_draw_settings(tmp_path):
+    without = {key: value for key, value in TINY_ENTRY.items() if key != "max_new_tokens"}
+    with pytest.raises(ModelLoadError, match="max_new_tokens missing"):
+        ModelRegistry.load(write_registry(tmp_path, [without]))
+    with pytest.raises(ModelLoadError, match="draw settings make no sense for a fast model"):
+        ModelRegistry.load(write_registry(tmp_path, [TINY_ENTRY | {"draw": DRAW_ENTRY["draw"]}]))
 
 
 def test_tiny_sources_resolve_under_project_root_and_hub_ids_pass_through():

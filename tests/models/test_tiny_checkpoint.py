@@ -47,7 +47,9 @@ def test_build_writes_a_complete_checkpoint_per_tiny_entry(tiny_registry, moe_di
             "processor_config.json",
         } <= names
     # No staging directories are left next to the checkpoints.
-    assert sorted(p.name for p in moe_dir.parent.iterdir()) == sorted(s.source.rsplit("/", 1)[1] for s in tiny_registry if s.tiny)
+    expected = [s.source.rsplit("/", 1)[1] for s in tiny_registry if s.tiny]
+    expected += [s.draw.controlnet.rsplit("/", 1)[1] for s in tiny_registry if s.tiny and s.draw and s.draw.controlnet]
+    assert sorted(p.name for p in moe_dir.parent.iterdir()) == sorted(expected)
 
 
 def test_build_missing_is_idempotent(tiny_registry):
