@@ -115,7 +115,7 @@ def demo_corpus(persona: Persona, examples: Sequence) -> list[str]:
 
 
 # Bump when the data generator or the reply templates change what the model should learn.
-DATA_VERSION = 3  # 3: fan memory lines in prompts, regulars welcomed back
+DATA_VERSION = 4  # 3: fan memory lines in prompts, regulars welcomed back; 4: bodies within bounds with it
 
 
 def demo_recipe(persona: Persona, spec: ModelSpec, plan: DemoPlan) -> str:

@@ -124,6 +124,8 @@ def compose_reply(facts: PictureFacts, persona: Persona, rng: random.Random) -> 
     template = rng.choice(_TEMPLATES[situation(facts)][lang])
     a_colour = f"{'an' if colour[0] in 'aeiou' else 'a'} {colour}"
     body = template.format(name=facts.name, colour=colour, a_colour=a_colour, shapes=shapes)
+    if facts.regular:
+        body = f"{WELCOME_BACK[lang]} {body}"
     deep = needs_thought(facts)
     # A catchphrase on plain answers only: a [think] answer is a short "let me look".
     if not deep and rng.random() < 0.7:
@@ -134,8 +136,6 @@ def compose_reply(facts: PictureFacts, persona: Persona, rng: random.Random) -> 
         ]
         if fitting:
             body = f"{body} {rng.choice(fitting)}"
-    if facts.regular:
-        body = f"{WELCOME_BACK[lang]} {body}"
     # NFKC, as read_reply normalises: the model learns exactly the text the overlay shows.
     body = unicodedata.normalize("NFKC", body)
     return f"[{expected_emotion(facts)}] " + (f"{DEEP_TAG} " if deep else "") + body
