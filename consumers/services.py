@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 
 from stream.fans.memory import FanMemory
 from stream.kafka_io import bootstrap_for, ensure_topics, make_consumer, make_producer, partitions_of, read_recent
-from stream.metrics import GatewayMetrics, WorkerMetrics
+from stream.metrics import DrawMetrics, GatewayMetrics, WorkerMetrics
 from stream.models.backends import load_runner
 from stream.models.errors import ModelLoadError
 from stream.models.registry import ModelRegistry, ModelSpec
@@ -30,7 +30,8 @@ from stream.moderation.guard import GuardPolicy, ImageGuard, TextGuard
 from stream.moderation.text_filter import TextFilter
 from stream.persona import Persona
 from stream.settings import (
-    CommonSettings, ConsoleSettings, DeepTierSettings, FastTierSettings, GatewaySettings, WorkerSettings,
+    CommonSettings, ConsoleSettings, DeepTierSettings, DrawTierSettings, FastTierSettings, GatewaySettings,
+    WorkerSettings,
 )
 from stream.switching import ModelSwitchGate
 from stream.topics import topic_plan
@@ -38,6 +39,7 @@ from stream.topics import topic_plan
 from consumers.admin import admin_app, admin_server
 from consumers.batch_consumer import BatchConsumer, BatchLimits
 from consumers.deep_tier import DeepTier
+from consumers.draw_tier import DrawTier
 from consumers.fan_memory import FanMemoryReader
 from consumers.fast_tier import FastTier
 from consumers.gateway import Gateway
@@ -121,7 +123,7 @@ def load_fan_moderation(settings: FastTierSettings, metrics: WorkerMetrics,
 
 @dataclass
 class RunningWorker:
-    tier: FastTier | DeepTier
+    tier: FastTier | DeepTier | DrawTier
     consumer: BatchConsumer
     task: asyncio.Task
     admin_port: int | None
@@ -252,6 +254,65 @@ async def deep_tier_service(
         await producer.stop()
 
 
+def load_draw_runner(settings: DrawTierSettings, model_id: str):
+    """A draw model loaded by registry id (blocking; tiny pipelines are built first when missing)."""
+    from stream.draw.runner import DrawRunner
+
+    registry = ModelRegistry.load(settings.registry_path)
+    build_missing(registry, PROJECT_ROOT)
+    return DrawRunner(registry.get(model_id), PROJECT_ROOT)
+
+
+async def load_draw_slot(settings: DrawTierSettings, metrics: DrawMetrics) -> ModelSlot:
+    """The draw tier's model slot: switchable to any draw entry of the registry."""
+    runner = await asyncio.to_thread(load_draw_runner, settings, settings.draw_model_id)
+
+    def draw_ids() -> list[str]:
+        return [spec.id for spec in ModelRegistry.load(settings.registry_path) if spec.tier == "draw"]
+
+    return ModelSlot(runner, lambda model_id: load_draw_runner(settings, model_id), draw_ids,
+                     ModelSwitchGate(settings.min_switch_interval_s), metrics)
+
+
+@contextlib.asynccontextmanager
+async def draw_tier_service(
+    settings: DrawTierSettings, bootstrap: str, slot: ModelSlot, metrics: DrawMetrics,
+    image_guard: ImageGuard | None = None,
+) -> AsyncIterator[RunningWorker]:
+    """A started draw tier running as a task; leaving the block stops it cleanly.
+
+    `image_guard` defaults to the one the settings name (tests pass a guard whose verdicts they fix).
+    """
+    persona = Persona.load(settings.persona_path)
+    screen = ReplyScreen(TextFilter.from_file(settings.moderation_words_path), persona)
+    owned_guard = image_guard is None and settings.draw_image_guard_model_id is not None
+    if owned_guard:
+        loader = RegistryLoader(settings.registry_path)
+        image_guard = ImageGuard(await asyncio.to_thread(loader, settings.draw_image_guard_model_id))
+    consumer = make_consumer(
+        bootstrap, settings.draw_group_id, "idolstream-draw", session_timeout_ms=settings.session_timeout_ms
+    )
+    producer = make_producer(bootstrap, "idolstream-draw")
+    await producer.start()
+    await consumer.start()
+    try:
+        outputs = Outputs(producer, settings.topics, metrics, settings.dlq_max_original_bytes, screen)
+        tier = DrawTier(settings, slot, persona, outputs, metrics, image_guard)
+        # One request per call (a picture is seconds of work); past max pending the partitions pause.
+        limits = BatchLimits(1, 0, settings.draw_max_pending,
+                             min(settings.draw_resume_below, settings.draw_max_pending - 1),
+                             settings.commit_interval_s)
+        batches = BatchConsumer(consumer, [settings.topics.items_draw], limits, tier.handle, metrics,
+                                outputs.undecodable)
+        async with _worker(tier, batches, slot, metrics, settings, settings.draw_admin_port, []) as running:
+            yield running
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        if owned_guard:
+            image_guard.runner.close()
+
+
 async def _seek_to_end(consumer, bootstrap: str, topic: str) -> None:
     partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
     consumer.assign(partitions)
@@ -312,6 +373,18 @@ async def serve_fast_tier(settings: FastTierSettings) -> None:
 
 async def serve_deep_tier(settings: DeepTierSettings) -> None:
     await _serve_tier(settings, settings.deep_model_id, deep_tier_service, "deep", settings.deep_group_id)
+
+
+async def serve_draw_tier(settings: DrawTierSettings) -> None:
+    bootstrap = bootstrap_for(settings, start_local=False)
+    await prepare_topics(settings, bootstrap)
+    metrics = DrawMetrics()
+    slot = await load_draw_slot(settings, metrics)
+    async with draw_tier_service(settings, bootstrap, slot, metrics) as running:
+        log.info("draw tier up: model %s, group %s, admin port %s", slot.model_id, settings.draw_group_id,
+                 running.admin_port)
+        await until_signalled(running.task)
+    slot.close()
 
 
 async def serve_console(settings: ConsoleSettings) -> None:

@@ -6,7 +6,7 @@
     idolstream models train-demo [--steps N --seed S --out DIR]   train the demo model here
     idolstream models finetune --base ID --data FILE.jsonl --out DIR [--lora]   fine-tune and register
     idolstream submit --room R --user U [--text T] IMAGE...
-    idolstream serve fast-tier|deep-tier|gateway|console|fans   run one service until SIGTERM
+    idolstream serve fast-tier|deep-tier|draw-tier|gateway|console|fans   run one service until SIGTERM
     idolstream switch-model MODEL_ID --admin URL     ask a running tier to switch model
     idolstream token --room R [--ttl S]  a signed room token for the overlay page
     idolstream operator-token --operator NAME [--ttl S]   a signed token for the operator console
@@ -34,6 +34,7 @@ from stream.settings import (
     CommonSettings,
     ConsoleSettings,
     DeepTierSettings,
+    DrawTierSettings,
     FansSettings,
     FastTierSettings,
     GatewaySettings,
@@ -95,7 +96,7 @@ def _models(args: argparse.Namespace) -> int:
     if args.action == "list":
         for model_id in registry.ids():
             spec = registry.get(model_id)
-            print(f"{spec.id:<36} {spec.tier:<5} {spec.architecture:<5} {spec.mode:<9} {spec.source}")
+            print(f"{spec.id:<36} {spec.tier:<5} {spec.architecture:<5} {spec.mode or '-':<9} {spec.source}")
         return 0
     if args.action == "train-demo":
         return _train_demo(args, settings)
@@ -217,6 +218,10 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(serve_fast_tier(load_settings(FastTierSettings)))
     elif args.service == "deep-tier":
         asyncio.run(serve_deep_tier(load_settings(DeepTierSettings)))
+    elif args.service == "draw-tier":
+        from consumers.services import serve_draw_tier
+
+        asyncio.run(serve_draw_tier(load_settings(DrawTierSettings)))
     else:
         asyncio.run(serve_gateway(load_settings(GatewaySettings)))
     return 0
@@ -343,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="idolstream",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=describe_settings(FastTierSettings, DeepTierSettings, GatewaySettings),
+        epilog=describe_settings(FastTierSettings, DeepTierSettings, DrawTierSettings, GatewaySettings),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -414,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(func=_submit)
 
     serve = sub.add_parser("serve", help="run one service until SIGTERM")
-    serve.add_argument("service", choices=["fast-tier", "deep-tier", "gateway", "console", "fans"])
+    serve.add_argument("service", choices=["fast-tier", "deep-tier", "draw-tier", "gateway", "console", "fans"])
     serve.set_defaults(func=_serve)
 
     switch = sub.add_parser("switch-model", help="ask a running tier to switch to another registry model")

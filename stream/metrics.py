@@ -145,6 +145,33 @@ class WorkerMetrics:
         return self._model_loaded.labels(self.tier, model_id)
 
 
+# A picture takes seconds on a GPU and tens of seconds on a CPU.
+DRAW_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 45.0, 60.0, 120.0)
+DRAW_OUTCOMES = ("drawn", "late", "failed", "flagged")
+
+
+class DrawMetrics(WorkerMetrics):
+    """The draw tier's metrics: a worker's (tier "draw": inbox, pauses, replies, dead letters) plus pictures."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__("draw", registry)
+        r = self.registry
+        self.draw_seconds = Histogram(
+            "idolstream_draw_seconds", "Time the pipeline spent on one picture, by mode", ["mode"],
+            buckets=DRAW_BUCKETS, registry=r,
+        )
+        self.draw_steps_per_second = Gauge(
+            "idolstream_draw_steps_per_second", "Denoising steps per second of the last picture, by mode", ["mode"],
+            registry=r,
+        )
+        self.draw_steps = Counter("idolstream_draw_steps_total", "Denoising steps run", registry=r)
+        self.pictures = _zeroed(Counter(
+            "idolstream_draw_pictures_total",
+            "Drawing requests by outcome: drawn (shown), late (apology), failed (apology), flagged by the image guard",
+            ["mode", "outcome"], registry=r,
+        ), [(mode, outcome) for mode in ("text_to_image", "pose", "img2img", "outpaint") for outcome in DRAW_OUTCOMES])
+
+
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()

@@ -155,6 +155,29 @@ class DeepTierSettings(WorkerSettings):
     deep_admin_port: int | None = Field(default=None, ge=0, description="the deep tier's admin port; unset = off, 0 = any")
 
 
+class DrawTierSettings(WorkerSettings):
+    draw_group_id: str = Field(default="idolstream-draw", description="consumer group of the draw tier")
+    draw_model_id: str = Field(
+        default="tiny-qwen-image", description="registry id of the draw model (a diffusers pipeline, tier draw)"
+    )
+    draw_max_pending: int = Field(
+        default=4, ge=1, le=256,
+        description="drawing requests held in memory before partitions are paused (each is seconds of work)",
+    )
+    draw_resume_below: int = Field(default=1, ge=0, description="paused partitions resume below this many pending")
+    draw_image_guard_model_id: str | None = Field(
+        default=None,
+        description="registry id of an image guard judging her pictures before they are shown; unset = none",
+    )
+    draw_picture_max_chars: int = Field(
+        default=400_000, ge=10_000, le=400_000,
+        description="largest data URL of a picture on the replies topic (quality, then size, is lowered to fit)",
+    )
+    draw_admin_port: int | None = Field(
+        default=None, ge=0, description="the draw tier's admin port; unset = off, 0 = any"
+    )
+
+
 def _hmac_secret(secret: SecretStr | None, variable: str, why: str) -> bytes:
     """A token-signing secret's bytes, or a ConfigError saying how to set it."""
     if secret is None:

@@ -1,0 +1,314 @@
+"""The draw tier on the real broker: drawing requests in, pictures (or her apology) out.
+
+The tiny Qwen-Image pipeline draws noise-like pictures at toy sizes in well under a second
+per picture on a CPU; what is checked is what a fan (or the overlay) would notice.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before transformers / huggingface_hub are imported: nothing may come from the hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import base64
+import contextlib
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from consumers.model_slot import ModelSlot
+from consumers.services import draw_tier_service, load_draw_runner, load_draw_slot, prepare_topics
+from producers.client import build_submission
+from stream.contracts import DrawRequest, Source, Timings, new_id, utcnow
+from stream.draw.runner import DrawRunner, encode_picture, img2img_strength, outpaint_canvas, request_seed
+from stream.draw.tiny import build_tiny_controlnet, build_tiny_draw_pipeline
+from stream.kafka_io import make_producer
+from stream.metrics import DrawMetrics
+from stream.models.errors import ModelLoadError
+from stream.models.registry import ModelRegistry
+from stream.reasons import RouteReason
+from stream.settings import DrawTierSettings
+from tests.stack import as_json, read_topic
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WIDTH, HEIGHT = 64, 48
+DRAW = {"steps": 2, "width": WIDTH, "height": HEIGHT, "deadline_ms": 30_000}
+BASE = {"architecture": "dense", "tier": "draw", "dtype": "float32", "tiny": False}
+
+
+@pytest.fixture(scope="module")
+def draw_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry of draw entries over one tiny pipeline: a quick one, one with a deadline it cannot meet,
+    one with a ControlNet, one without, and one whose source is not a pipeline."""
+    root = tmp_path_factory.mktemp("draw-project")
+    build_tiny_draw_pipeline(root / "var" / "models" / "tiny-qwen-image")
+    build_tiny_controlnet(root / "var" / "models" / "tiny-qwen-image-controlnet")
+    (root / "var" / "models" / "broken").mkdir()
+    (root / "var" / "models" / "broken" / "model_index.json").write_text("{not json", encoding="utf-8")
+    # Absolute: the services resolve relative sources against the working directory.
+    source = str(root / "var" / "models" / "tiny-qwen-image")
+    controlnet = str(root / "var" / "models" / "tiny-qwen-image-controlnet")
+    models = [
+        {"id": "quick", "source": source, "draw": {**DRAW, "controlnet": controlnet}},
+        {"id": "no-controlnet", "source": source, "draw": DRAW},
+        # 200 steps cannot finish in 0.1 s: the step callback stops the pipeline.
+        {"id": "slow", "source": source, "draw": {**DRAW, "steps": 200, "deadline_ms": 100}},
+        {"id": "broken", "source": str(root / "var" / "models" / "broken"), "draw": DRAW},
+    ]
+    path = root / "config" / "models.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"models": [BASE | m for m in models]}), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def runners(draw_registry: Path) -> dict[str, DrawRunner]:
+    registry = ModelRegistry.load(draw_registry)
+    return {model_id: DrawRunner(registry.get(model_id), registry.project_root)
+            for model_id in ("quick", "no-controlnet", "slow")}
+
+
+def fan_png(width: int = 48, height: int = 40, seed: int = 0) -> bytes:
+    """A fan's picture no decoder reproduces by chance: every pixel random."""
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def draw_request(room: str, mode: str = "text_to_image", *, deadline_s: float = 60.0, picture: bytes | None = None,
+                 prompt: str = "draw me with my cat under the stars") -> DrawRequest:
+    item = build_submission(room=room, user_id="fan1", display_name="Hoshi", image_bytes=picture or fan_png(),
+                            mime="image/png", text="draw me with my cat!", lang="en")
+    now = utcnow()
+    return DrawRequest(
+        request_id=new_id(), item=item, prompt=prompt, mode=mode, reason=RouteReason.DRAW_REQUEST, language="en",
+        requested_at=now, deadline_at=now + timedelta(seconds=deadline_s), holding_sent=True,
+        fast_timings=Timings(item_created_at=item.created_at, queue_ms=0.0, admission_ms=1.0, inference_ms=5.0,
+                             replied_at=now),
+        source=Source(topic="fan.images", partition=0, offset=0, key=room),
+    )
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> None:
+    producer = make_producer(bootstrap, "test-draw")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+async def send(bootstrap: str, settings: DrawTierSettings, *requests: DrawRequest) -> None:
+    await produce(bootstrap, settings.topics.items_draw, [(r.item.room, r.to_json()) for r in requests])
+
+
+@contextlib.asynccontextmanager
+async def running_draw_tier(bootstrap: str, prefix: str, registry_path: Path, runner: DrawRunner):
+    settings = DrawTierSettings(
+        kafka_bootstrap=bootstrap, topic_prefix=prefix, draw_group_id=f"{prefix}draw", topic_partitions=2,
+        session_timeout_ms=6000, registry_path=registry_path, draw_model_id=runner.spec.id,
+    )
+    await prepare_topics(settings, bootstrap)
+    metrics = DrawMetrics()
+    async with draw_tier_service(settings, bootstrap, ModelSlot.around(runner, metrics), metrics):
+        yield settings, metrics
+
+
+async def replies_for(bootstrap: str, settings: DrawTierSettings, *requests: DrawRequest) -> dict[str, list[dict]]:
+    """Every reply on the topic, grouped by item, once each request has at least one."""
+    wanted = {r.item.item_id for r in requests}
+    records = await read_topic(bootstrap, settings.topics.replies,
+                               lambda got: wanted <= {r["item_id"] for r in got})
+    grouped: dict[str, list[dict]] = {}
+    for record in records:
+        grouped.setdefault(record["item_id"], []).append(record)
+    return grouped
+
+
+def picture_of(reply: dict) -> Image.Image:
+    head, data = reply["picture"].split(",", 1)
+    assert head == "data:image/webp;base64"
+    return Image.open(io.BytesIO(base64.b64decode(data)))
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+async def test_a_drawing_request_gets_one_reply_with_a_picture_of_the_entrys_size(
+    kafka_bootstrap, topic_prefix, draw_registry, runners
+):
+    async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["quick"]) as (settings, metrics):
+        request = draw_request("room-t2i")
+        await send(kafka_bootstrap, settings, request)
+        replies = (await replies_for(kafka_bootstrap, settings, request))[request.item.item_id]
+
+    assert len(replies) == 1
+    reply = replies[0]
+    assert (reply["tier"], reply["role"], reply["degraded"], reply["model_id"]) == ("draw", "answer", None, "quick")
+    assert reply["route_reason"] == "draw_request"
+    assert picture_of(reply).size == (WIDTH, HEIGHT)
+    assert reply["text"] and reply["in_reply_to"]["id"] == "fan1"
+    assert metrics.pictures.labels("text_to_image", "drawn")._value.get() == 1
+    assert metrics.draw_steps._value.get() == DRAW["steps"]
+
+
+async def test_outpainting_keeps_the_fans_pixels_and_draws_around_them(
+    kafka_bootstrap, topic_prefix, draw_registry, runners
+):
+    fan = fan_png(seed=3)  # admitted as it is: no side under the tiers' 32-pixel minimum
+    async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["quick"]) as (settings, _):
+        request = draw_request("room-outpaint", "outpaint", picture=fan)
+        await send(kafka_bootstrap, settings, request)
+        reply = (await replies_for(kafka_bootstrap, settings, request))[request.item.item_id][0]
+
+    assert reply["degraded"] is None
+    drawn = pixels(picture_of(reply))
+    canvas, mask, (left, top, right, bottom) = outpaint_canvas(Image.open(io.BytesIO(fan)), WIDTH, HEIGHT)
+    keep = np.asarray(mask) == 0
+    assert drawn.shape == (HEIGHT, WIDTH, 3)
+    assert keep.sum() == (right - left) * (bottom - top) > 0
+    # Her picture is the fan's, pixel for pixel, where the fan's picture was placed...
+    assert np.array_equal(drawn[keep], pixels(canvas)[keep])
+    # ...and drawn (not the canvas's stretched border) around it.
+    assert not np.array_equal(drawn[~keep], pixels(canvas)[~keep])
+
+
+async def test_past_the_deadline_the_fan_gets_the_apology_once(kafka_bootstrap, topic_prefix, draw_registry, runners):
+    async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["slow"]) as (settings, metrics):
+        already_late = draw_request("room-late", deadline_s=-1.0)
+        too_slow = draw_request("room-late")  # the entry allows 0.1 s for 200 steps
+        await send(kafka_bootstrap, settings, already_late, too_slow)
+        first = await replies_for(kafka_bootstrap, settings, already_late, too_slow)
+        # A later request on the same room's partition: once it is answered, nothing more comes for the first two.
+        after = draw_request("room-late", deadline_s=-1.0)
+        await send(kafka_bootstrap, settings, after)
+        replies = await replies_for(kafka_bootstrap, settings, after)
+
+    for request in (already_late, too_slow):
+        answers = replies[request.item.item_id]
+        assert len(answers) == 1, answers
+        assert answers[0]["degraded"] == "draw_deadline"
+        assert answers[0]["picture"] is None
+        assert answers[0]["tier"] == "draw" and answers[0]["cue"]["emotion"] == "sad"
+    assert first[too_slow.item.item_id] == replies[too_slow.item.item_id]
+    assert metrics.pictures.labels("text_to_image", "late")._value.get() == 3
+    # The slow one was stopped by the deadline, far short of its 200 steps.
+    assert 0 < metrics.draw_steps._value.get() < 200
+
+
+async def test_a_failing_pipeline_gets_the_apology_and_the_next_request_is_drawn(
+    kafka_bootstrap, topic_prefix, draw_registry, runners
+):
+    async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["no-controlnet"]) as (
+        settings, metrics
+    ):
+        fails = draw_request("room-fail", "pose")  # this entry names no ControlNet: the pose pipeline cannot run
+        drawn = draw_request("room-fail")
+        await send(kafka_bootstrap, settings, fails, drawn)
+        replies = await replies_for(kafka_bootstrap, settings, fails, drawn)
+
+    (apology,) = replies[fails.item.item_id]
+    assert (apology["degraded"], apology["picture"]) == ("draw_failed", None)
+    (picture,) = replies[drawn.item.item_id]
+    assert picture["degraded"] is None and picture_of(picture).size == (WIDTH, HEIGHT)
+    assert metrics.pictures.labels("pose", "failed")._value.get() == 1
+
+
+def test_a_registry_entry_whose_source_is_broken_fails_to_load_saying_which(draw_registry):
+    settings = DrawTierSettings(registry_path=draw_registry)
+    with pytest.raises(ModelLoadError, match="draw model 'broken' could not be loaded"):
+        load_draw_runner(settings, "broken")
+
+
+async def test_the_draw_tier_switches_between_draw_entries_only(draw_registry):
+    metrics = DrawMetrics()
+    settings = DrawTierSettings(registry_path=draw_registry, draw_model_id="quick", min_switch_interval_s=0)
+    slot = await load_draw_slot(settings, metrics)
+    try:
+        assert sorted(slot.known_ids()) == ["broken", "no-controlnet", "quick", "slow"]
+        await slot.request_switch("no-controlnet")
+        assert slot.model_id == "no-controlnet" and slot.runner.spec.draw.controlnet is None
+        await slot.request_switch("broken")  # cannot load: the tier goes back to the one it had
+        assert slot.model_id == "no-controlnet" and slot.runner is not None
+        assert "could not be loaded" in slot.last_error
+    finally:
+        slot.close()
+
+
+async def test_garbage_and_bad_requests_on_items_draw_are_dead_lettered_and_the_tier_goes_on(
+    kafka_bootstrap, topic_prefix, draw_registry, runners
+):
+    async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["quick"]) as (settings, _):
+        good = draw_request("room-dlq")
+        bad = json.loads(draw_request("room-dlq").to_json())
+        bad["mode"] = "sculpt"
+        await produce(kafka_bootstrap, settings.topics.items_draw, [
+            ("room-dlq", b"\xff not json"), ("room-dlq", json.dumps(bad).encode()), ("room-dlq", good.to_json()),
+        ])
+        letters = await read_topic(kafka_bootstrap, settings.topics.dlq, lambda got: len(got) >= 2, decode=as_json)
+        replies = await replies_for(kafka_bootstrap, settings, good)
+
+    assert sorted(letter["reason"] for letter in letters) == ["invalid_json", "schema_violation"]
+    assert all(letter["source"]["topic"] == settings.topics.items_draw for letter in letters)
+    assert replies[good.item.item_id][0]["picture"] is not None
+
+
+def test_the_same_request_draws_the_same_picture(runners):
+    request = draw_request("room-seed")
+    first = runners["quick"].draw(request)
+    again = runners["quick"].draw(request)
+    other = runners["quick"].draw(request.model_copy(update={"request_id": new_id()}))
+
+    assert request_seed(request.request_id) == request_seed(request.request_id)
+    assert np.array_equal(pixels(first.image), pixels(again.image))
+    assert not np.array_equal(pixels(first.image), pixels(other.image))
+    assert (first.steps_done, first.steps_planned, first.interrupted) == (DRAW["steps"], DRAW["steps"], False)
+
+
+def sketch(shape: str) -> Image.Image:
+    """A fan's sketch: white strokes on black, as a pose or an outline."""
+    picture = Image.new("RGB", (48, 40), "black")
+    pen = ImageDraw.Draw(picture)
+    if shape == "stroke":
+        pen.line([(4, 4), (44, 36)], fill="white", width=4)
+    else:
+        pen.ellipse([10, 6, 38, 34], outline="white", width=4)
+    return picture
+
+
+def test_pose_and_img2img_draw_from_the_fans_picture(runners):
+    quick = runners["quick"]
+    one, two = sketch("stroke"), sketch("ring")
+    for mode in ("pose", "img2img"):
+        request = draw_request("room-modes", mode)
+        first, second = quick.draw(request, one), quick.draw(request, two)
+        assert first.image.size == (WIDTH, HEIGHT)
+        assert first.steps_done >= 1
+        assert not np.array_equal(pixels(first.image), pixels(second.image)), mode
+
+
+@pytest.mark.parametrize("steps", [2, 3, 4, 7, 30, 50])
+@pytest.mark.parametrize("wanted", [0.01, 0.5, 0.7, 1.0])
+def test_img2img_always_runs_a_step_and_always_starts_from_the_fans_picture(steps, wanted):
+    strength, runs = img2img_strength(wanted, steps)
+    skipped = int(max(steps - min(steps * strength, steps), 0))  # as the pipeline counts them
+    assert 1 <= runs == steps - skipped <= steps - 1
+
+
+def test_a_big_picture_is_squeezed_into_the_replies_limit():
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    url = encode_picture(noise, 40_000)
+    assert len(url) <= 40_000 and url.startswith("data:image/webp;base64,")
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_picture(noise, 100)
