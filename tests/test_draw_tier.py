@@ -33,6 +33,8 @@ from stream.kafka_io import make_producer
 from stream.metrics import DrawMetrics
 from stream.models.errors import ModelLoadError
 from stream.models.registry import ModelRegistry
+from stream.models.runtime import GenerationResult
+from stream.moderation.guard import ImageGuard
 from stream.reasons import RouteReason
 from stream.settings import DrawTierSettings
 from tests.stack import as_json, read_topic
@@ -112,14 +114,15 @@ async def send(bootstrap: str, settings: DrawTierSettings, *requests: DrawReques
 
 
 @contextlib.asynccontextmanager
-async def running_draw_tier(bootstrap: str, prefix: str, registry_path: Path, runner: DrawRunner):
+async def running_draw_tier(bootstrap: str, prefix: str, registry_path: Path, runner: DrawRunner,
+                            image_guard: ImageGuard | None = None):
     settings = DrawTierSettings(
         kafka_bootstrap=bootstrap, topic_prefix=prefix, draw_group_id=f"{prefix}draw", topic_partitions=2,
         session_timeout_ms=6000, registry_path=registry_path, draw_model_id=runner.spec.id,
     )
     await prepare_topics(settings, bootstrap)
     metrics = DrawMetrics()
-    async with draw_tier_service(settings, bootstrap, ModelSlot.around(runner, metrics), metrics):
+    async with draw_tier_service(settings, bootstrap, ModelSlot.around(runner, metrics), metrics, image_guard):
         yield settings, metrics
 
 
@@ -204,6 +207,47 @@ async def test_past_the_deadline_the_fan_gets_the_apology_once(kafka_bootstrap, 
     assert metrics.pictures.labels("text_to_image", "late")._value.get() == 3
     # The slow one was stopped by the deadline, far short of its 200 steps.
     assert 0 < metrics.draw_steps._value.get() < 200
+
+
+class FlagsTheFirstPicture:
+    """An image guard whose verdicts the test fixes: the first picture it sees is unsafe, the rest safe."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.seen = 0
+
+    def generate(self, requests, options=None):
+        out = []
+        for _ in requests:
+            self.seen += 1
+            unsafe = self.seen == 1
+            text = "Safety: Unsafe\nCategories: Violent" if unsafe else "Safety: Safe\nCategories: None"
+            out.append(GenerationResult(text, 10, 6, "stop"))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_picture_the_image_guard_flags_never_goes_out(kafka_bootstrap, topic_prefix, draw_registry, runners):
+    project = ModelRegistry.load(PROJECT_ROOT / "config" / "models.json")
+    guard = ImageGuard(FlagsTheFirstPicture(project.get("tiny-qwen3vl-imageguard")))
+    async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["quick"], guard) as (
+        settings, metrics
+    ):
+        flagged, passed = draw_request("room-guard"), draw_request("room-guard")
+        await send(kafka_bootstrap, settings, flagged, passed)
+        replies = await replies_for(kafka_bootstrap, settings, flagged, passed)
+        [record] = await read_topic(kafka_bootstrap, settings.topics.moderation, lambda got: len(got) >= 1)
+
+    (apology,) = replies[flagged.item.item_id]
+    assert (apology["picture"], apology["degraded"], apology["tier"]) == (None, "moderation_blocked", "draw")
+    assert (record["item_id"], record["side"], record["stage"], record["action"]) == (
+        flagged.item.item_id, "reply", "image_guard", "block")
+    assert "Violent" in record["categories"]
+    (shown,) = replies[passed.item.item_id]
+    assert shown["picture"] is not None and shown["degraded"] is None
+    assert metrics.pictures.labels("text_to_image", "flagged")._value.get() == 1
 
 
 async def test_a_failing_pipeline_gets_the_apology_and_the_next_request_is_drawn(
