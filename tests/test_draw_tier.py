@@ -37,6 +37,7 @@ from stream.models.runtime import GenerationResult
 from stream.moderation.guard import ImageGuard
 from stream.reasons import RouteReason
 from stream.settings import DrawTierSettings
+from tests.processes import service_env, start_service, stop
 from tests.stack import as_json, read_topic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -126,11 +127,12 @@ async def running_draw_tier(bootstrap: str, prefix: str, registry_path: Path, ru
         yield settings, metrics
 
 
-async def replies_for(bootstrap: str, settings: DrawTierSettings, *requests: DrawRequest) -> dict[str, list[dict]]:
+async def replies_for(bootstrap: str, settings: DrawTierSettings, *requests: DrawRequest,
+                      timeout: float = 60) -> dict[str, list[dict]]:
     """Every reply on the topic, grouped by item, once each request has at least one."""
     wanted = {r.item.item_id for r in requests}
     records = await read_topic(bootstrap, settings.topics.replies,
-                               lambda got: wanted <= {r["item_id"] for r in got})
+                               lambda got: wanted <= {r["item_id"] for r in got}, timeout=timeout)
     grouped: dict[str, list[dict]] = {}
     for record in records:
         grouped.setdefault(record["item_id"], []).append(record)
@@ -305,6 +307,28 @@ async def test_garbage_and_bad_requests_on_items_draw_are_dead_lettered_and_the_
     assert sorted(letter["reason"] for letter in letters) == ["invalid_json", "schema_violation"]
     assert all(letter["source"]["topic"] == settings.topics.items_draw for letter in letters)
     assert replies[good.item.item_id][0]["picture"] is not None
+
+
+async def test_serve_draw_tier_draws_the_projects_tiny_pipeline_and_stops_cleanly(
+    kafka_bootstrap, topic_prefix, tiny_checkpoints, tmp_path
+):
+    settings = DrawTierSettings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, topic_partitions=2)
+    await prepare_topics(settings, kafka_bootstrap)
+    request = draw_request("room-serve", "outpaint")
+    await send(kafka_bootstrap, settings, request)
+    env = service_env(kafka_bootstrap, topic_prefix, draw_group_id=f"{topic_prefix}draw")
+    process = start_service("draw-tier", env, tmp_path / "draw.log")
+    try:
+        # A process start loads the pipeline (about 10 s on two CPU cores) before it joins the group.
+        replies = await replies_for(kafka_bootstrap, settings, request, timeout=180)
+    finally:
+        code = stop(process)
+
+    (reply,) = replies[request.item.item_id]
+    entry = ModelRegistry.load(PROJECT_ROOT / "config" / "models.json").get("tiny-qwen-image").draw
+    assert (reply["model_id"], reply["degraded"]) == ("tiny-qwen-image", None)
+    assert picture_of(reply).size == (entry.width, entry.height)
+    assert code == 0, (tmp_path / "draw.log").read_text()
 
 
 def test_the_same_request_draws_the_same_picture(runners):
