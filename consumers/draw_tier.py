@@ -23,6 +23,8 @@ import hashlib
 import logging
 import time
 
+from PIL import Image
+
 from consumers.batch_consumer import Outcome, Received
 from consumers.model_slot import ModelSlot
 from consumers.moderation import count
@@ -30,7 +32,7 @@ from consumers.outputs import Outputs
 from stream.contracts import Cue, DrawRequest, ModerationRecord, Reply, Timings, decode_draw_request, new_id, utcnow
 from stream.draw.runner import DrawFailed, DrawRunner, Drawing, encode_picture
 from stream.errors import RejectedItem
-from stream.images import admit_image, decode_base64_image
+from stream.images import admit_image, decode_base64_image, fit_to_budget
 from stream.metrics import DrawMetrics
 from stream.moderation.gate import guard_record
 from stream.moderation.guard import GuardPolicy, ImageGuard
@@ -143,8 +145,13 @@ class DrawTier:
         if self.image_guard is None:
             return None
         item = request.item
+        # Within the guard's image budget, as fans' pictures are (a 1024x1024 picture is over most).
+        budget = self.image_guard.runner.spec.max_pixels
+        picture = drawing.image
+        if budget is not None and picture.width * picture.height > budget:
+            picture = picture.resize(fit_to_budget(picture.width, picture.height, budget, 32), Image.Resampling.LANCZOS)
         try:
-            verdict = (await asyncio.to_thread(self.image_guard.judge, [drawing.image]))[0]
+            verdict = (await asyncio.to_thread(self.image_guard.judge, [picture]))[0]
         except Exception as exc:  # noqa: BLE001 - a guard that cannot judge must not let a picture through
             log.warning("image guard failed on draw request %s; the picture is not shown", request.request_id,
                         exc_info=True)

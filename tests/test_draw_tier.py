@@ -217,11 +217,13 @@ class FlagsTheFirstPicture:
     def __init__(self, spec) -> None:
         self.spec = spec
         self.seen = 0
+        self.sizes: list[tuple[int, int]] = []
 
     def generate(self, requests, options=None):
         out = []
-        for _ in requests:
+        for request in requests:
             self.seen += 1
+            self.sizes.append(request.images[0].size)
             unsafe = self.seen == 1
             text = "Safety: Unsafe\nCategories: Violent" if unsafe else "Safety: Safe\nCategories: None"
             out.append(GenerationResult(text, 10, 6, "stop"))
@@ -233,7 +235,10 @@ class FlagsTheFirstPicture:
 
 async def test_a_picture_the_image_guard_flags_never_goes_out(kafka_bootstrap, topic_prefix, draw_registry, runners):
     project = ModelRegistry.load(PROJECT_ROOT / "config" / "models.json")
-    guard = ImageGuard(FlagsTheFirstPicture(project.get("tiny-qwen3vl-imageguard")))
+    # An image budget smaller than the pictures: the guard is shown them scaled into it.
+    spec = project.get("tiny-qwen3vl-imageguard").model_copy(update={"max_pixels": 2048, "min_pixels": 1024})
+    judge = FlagsTheFirstPicture(spec)
+    guard = ImageGuard(judge)
     async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["quick"], guard) as (
         settings, metrics
     ):
@@ -250,6 +255,7 @@ async def test_a_picture_the_image_guard_flags_never_goes_out(kafka_bootstrap, t
     (shown,) = replies[passed.item.item_id]
     assert shown["picture"] is not None and shown["degraded"] is None
     assert metrics.pictures.labels("text_to_image", "flagged")._value.get() == 1
+    assert judge.sizes == [(52, 39), (52, 39)]  # 64x48 within 2048 pixels, its shape kept
 
 
 async def test_a_failing_pipeline_gets_the_apology_and_the_next_request_is_drawn(
