@@ -24,17 +24,10 @@ from tests.stack import (
     WAIT_S, frames_until, gateway_settings, open_overlay, overlay_token, produce_replies, running_gateway,
 )
 from tests.test_overlay_page import ARTIFACTS, CHROMIUM_FLAGS, chromium_path, until_clients
+from tests.test_retraction import RECORD_ADDED  # the reply id of every bubble the page ever adds, in order
 
 pytestmark = pytest.mark.kafka
 
-# The reply id of every bubble the page ever adds, in order.
-RECORD_ADDED = """
-window.added = [];
-new MutationObserver((records) => {
-  for (const record of records) for (const node of record.addedNodes)
-    if (node.classList && node.classList.contains("bubble")) window.added.push(node.dataset.replyId);
-}).observe(document, {childList: true, subtree: true});
-"""
 PICTURE = ".bubble img.picture"
 # The bubble's picture as the browser decoded it: its natural size, the RGBA of the pixels at
 # `points` (drawn onto a canvas at natural size), and where it sits against the bubble and the text.
