@@ -53,9 +53,30 @@ async def ensure_topics(
             except TopicAlreadyExistsError:
                 pass  # another service created them first: that is the point of idempotence
         await _wait_for_leaders(admin, [s.name for s in specs], timeout_s)
-        return [s.name for s in missing]
     finally:
         await admin.close()
+    if missing:
+        await _wait_for_offsets(bootstrap, missing, timeout_s)
+    return [s.name for s in missing]
+
+
+async def _wait_for_offsets(bootstrap: str, specs: list[TopicSpec], timeout_s: float) -> None:
+    """Until every partition of the new topics answers for its offsets.
+
+    A new partition's leader is in the metadata a moment before it serves: a consumer
+    group joining then logs an error on its first offset lookup. Asking for the end
+    offsets here retries quietly until each leader answers.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await consumer.end_offsets([TopicPartition(s.name, p) for s in specs for p in range(s.partitions)])
+    except TimeoutError:
+        names = [s.name for s in specs]
+        raise LocalKafkaError(f"new topics {names} serve no offsets after {timeout_s:.0f} s") from None
+    finally:
+        await consumer.stop()
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float) -> None:
