@@ -19,7 +19,6 @@ Exactly one answer per request, so the fan hears the apology once.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 
@@ -42,27 +41,6 @@ from stream.replies import build_reply
 from stream.settings import DrawTierSettings
 
 log = logging.getLogger("idolstream.draw_tier")
-
-# Her words with a picture, and her apology when there is none, per language she speaks.
-# (The persona card has no drawing lines yet; these pass its checks.)
-PICTURE_LINES = {
-    "en": ["Ta-da! I drew this just for you!", "Here you go! Drawn with all my heart~",
-           "Done! Do you like it? I tried my best!"],
-    "zh": ["画好啦！这是专门为你画的哦！", "当当！用心画的，喜欢吗？", "画完啦～送给你！"],
-    "ja": ["描けたよ！あなたのために描いたの！", "じゃーん！心を込めて描いたよ～", "できた！気に入ってくれるかな？"],
-}
-APOLOGY_LINES = {
-    "en": ["Aww, my pencil slipped... I couldn't finish your drawing this time, sorry!",
-           "Sorry! The picture didn't come out right, I'll draw for you next time!"],
-    "zh": ["呜呜，这次没画好……对不起，下次一定画给你！", "抱歉抱歉，画笔罢工了，下次再画给你！"],
-    "ja": ["ごめんね、今回はうまく描けなかった……次こそ描くね！", "ごめんなさい！絵が間に合わなかったの、また今度ね！"],
-}
-
-
-def _pick(lines: dict[str, list[str]], language: str, request_id: str) -> str:
-    options = lines.get(language) or lines["en"]
-    return options[int(hashlib.sha256(request_id.encode()).hexdigest(), 16) % len(options)]
-
 
 class DrawTier:
     def __init__(self, settings: DrawTierSettings, slot: ModelSlot, persona: Persona, outputs: Outputs,
@@ -126,8 +104,8 @@ class DrawTier:
             sends = [await self.outputs.moderation(flagged)]
             return [*sends, await self._apology(request, DegradeReason.MODERATION_BLOCKED, "flagged", received)]
         self.metrics.pictures.labels(request.mode, "drawn").inc()
-        reply = self._reply(request, _pick(PICTURE_LINES, self._language(request), request.request_id), "happy",
-                            None, received, admission_s * 1000, drawing.seconds * 1000)
+        line = self.persona.draw_line("drawn", request.request_id, self._language(request))
+        reply = self._reply(request, line, "happy", None, received, admission_s * 1000, drawing.seconds * 1000)
         return [await self.outputs.reply(Reply.model_validate({**reply.model_dump(), "picture": url}))]
 
     def _seconds_left(self, request: DrawRequest) -> float:
@@ -195,6 +173,6 @@ class DrawTier:
 
     async def _apology(self, request: DrawRequest, why: DegradeReason, outcome: str, received: Received):
         self.metrics.pictures.labels(request.mode, outcome).inc()
-        text = _pick(APOLOGY_LINES, self._language(request), request.request_id)
+        text = self.persona.draw_line("draw_sorry", request.request_id, self._language(request))
         return await self.outputs.reply(self._reply(request, text, "sad", why, received))
 

@@ -50,6 +50,16 @@ class PersonaLines(_Strict):
 
     holding: list[Line] = Field(min_length=1, max_length=20, description="said at once when an item goes deep")
     fallback: list[Line] = Field(min_length=1, max_length=20, description="said when no model answer can go out")
+    drawing: list[Line] = Field(
+        default_factory=list, max_length=20, description="said at once when she goes to draw what a fan asked for"
+    )
+    drawn: list[Line] = Field(default_factory=list, max_length=20, description="said with the picture she drew")
+    draw_sorry: list[Line] = Field(
+        default_factory=list, max_length=20, description="said when the picture she promised cannot be shown"
+    )
+
+
+DRAW_LINE_KINDS = ("drawing", "drawn", "draw_sorry")
 
 
 class ForbiddenTopic(_Strict):
@@ -204,9 +214,26 @@ class Persona(_Strict):
     def holding_line(self, item_id: str, language: str | None = None) -> str:
         return _stable_choice(self.lines_in(language).holding, item_id)
 
+    def draw_line(self, kind: Literal["drawing", "drawn", "draw_sorry"], request_id: str,
+                  language: str | None = None) -> str:
+        """Her line about a drawing (going to draw, the picture, the apology): a stable choice per request.
+
+        In `language` when she has drawing lines in it, else in her default language's; a persona
+        with none at all says its holding line (going to draw) or its fallback line.
+        """
+        for lines in (self.lines_in(language), self.lines_in(None)):
+            if getattr(lines, kind):
+                return _stable_choice(getattr(lines, kind), request_id)
+        if kind == "drawing":
+            return self.holding_line(request_id, language)
+        return self.fallback_line(request_id, language)
+
     def spoken_lines(self) -> list[str]:
         """Every line she may say without a model, in every language."""
-        return [line for lines in self.lines.values() for line in (*lines.holding, *lines.fallback)]
+        return [
+            line for lines in self.lines.values()
+            for line in (*lines.holding, *lines.fallback, *lines.drawing, *lines.drawn, *lines.draw_sorry)
+        ]
 
 
 def _stable_choice(lines: list[str], item_id: str) -> str:

@@ -105,7 +105,7 @@ def own_line_problems(persona: Persona) -> list[str]:
     """Each of the persona's own lines that a reply check would stop, naming its field."""
     problems = []
     for lang, lines in persona.lines.items():
-        for kind in ("holding", "fallback"):
+        for kind in ("holding", "fallback", "drawing", "drawn", "draw_sorry"):
             for index, line in enumerate(getattr(lines, kind)):
                 misses = check_reply(line, persona, lang)
                 if misses:

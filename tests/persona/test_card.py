@@ -87,10 +87,34 @@ def test_the_fallback_line_follows_the_fans_language_and_is_stable():
     assert persona.reply_language(None) is None
 
 
+def test_her_drawing_lines_follow_the_fans_language_and_fall_back_when_a_persona_has_none():
+    persona = Persona.load(SAMPLE)
+    for kind in ("drawing", "drawn", "draw_sorry"):
+        assert persona.draw_line(kind, "req-1", "ja") in getattr(persona.lines["ja"], kind)
+        assert persona.draw_line(kind, "req-1", "ja") == persona.draw_line(kind, "req-1", "ja")
+        assert persona.draw_line(kind, "req-1", "ko") in getattr(persona.lines["en"], kind)
+    data = sample()
+    for lines in data["lines"].values():
+        for kind in ("drawing", "drawn", "draw_sorry"):
+            lines.pop(kind, None)
+    data["lines"]["en"]["drawn"] = ["Here, I drew it for you!"]
+    bare = Persona.parse(json.dumps(data).encode())
+    assert bare.draw_line("drawn", "req-1", "zh") == "Here, I drew it for you!"  # her default language's
+    assert bare.draw_line("drawing", "req-1", "zh") == bare.holding_line("req-1", "zh")
+    assert bare.draw_line("draw_sorry", "req-1", "zh") == bare.fallback_line("req-1", "zh")
+
+
+def test_her_drawing_lines_pass_the_reply_checks_too():
+    data = sample()
+    data["lines"]["zh"]["drawn"][0] = "Here you go!"  # English in the Chinese lines
+    found = problems_of(data)
+    assert any(p.startswith("lines.zh.drawn.0:") and "not_fan_language" in p for p in found), found
+
+
 def test_persona_check_says_ok_with_the_version(capsys):
     assert main(["persona", "check", str(SAMPLE)]) == 0
     out = capsys.readouterr().out
-    assert "mirai-2.0.0" in out and "en, zh, ja" in out
+    assert "mirai-2.1.0" in out and "en, zh, ja" in out
 
 
 def test_persona_check_names_each_bad_field_and_fails(tmp_path, capsys):
