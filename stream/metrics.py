@@ -26,6 +26,9 @@ def _zeroed(counter: Counter, values) -> Counter:
     return counter
 
 
+DRAW_MODES = ("text_to_image", "pose", "img2img", "outpaint")
+
+
 class WorkerMetrics:
     """What a model tier (fast or deep) reports; each tier has its own registry and scrape job.
 
@@ -126,6 +129,17 @@ class WorkerMetrics:
         self.breaker_open = Gauge(
             "idolstream_escalation_breaker_open", "1 while escalation is off because the deep tier failed", registry=r
         )
+        self.draw_requests = _zeroed(Counter(
+            "idolstream_draw_requests_total", "Drawing requests handed to the draw tier, by route reason and mode",
+            ["reason", "mode"], registry=r,
+        ), [(reason, mode) for reason in ("draw_request", "draw_verdict") for mode in DRAW_MODES])
+        self.pending_draws = Gauge(
+            "idolstream_pending_draws", "Drawing requests waiting for her picture (or her apology)", registry=r
+        )
+        self.draw_breaker_open = Gauge(
+            "idolstream_draw_breaker_open", "1 while drawing is off because the draw tier missed its deadlines",
+            registry=r,
+        )
         self._model_loaded = Gauge(
             "idolstream_model_loaded", "1 for the loaded model id", ["tier", "model_id"], registry=r
         )
@@ -169,7 +183,7 @@ class DrawMetrics(WorkerMetrics):
             "idolstream_draw_pictures_total",
             "Drawing requests by outcome: drawn (shown), late (apology), failed (apology), flagged by the image guard",
             ["mode", "outcome"], registry=r,
-        ), [(mode, outcome) for mode in ("text_to_image", "pose", "img2img", "outpaint") for outcome in DRAW_OUTCOMES])
+        ), [(mode, outcome) for mode in DRAW_MODES for outcome in DRAW_OUTCOMES])
 
 
 class GatewayMetrics:

@@ -128,6 +128,15 @@ class FastTierSettings(WorkerSettings):
     max_pending_escalations: int = Field(default=256, ge=1, description="escalations waiting at most; past it, answer fast")
     breaker_failures: int = Field(default=3, ge=1, description="missed deep deadlines in a row that stop escalation")
     breaker_open_s: float = Field(default=15.0, gt=0, description="how long escalation stays off before a probe")
+    draw: bool = Field(default=True, description="send drawing requests to the draw tier (items.draw)")
+    draw_deadline_ms: int = Field(
+        default=30_000, ge=1000, description="a drawing request's picture is due within this, or she apologises"
+    )
+    draw_grace_ms: int = Field(
+        default=5000, ge=0,
+        description="past a drawing's deadline, how long the fast tier waits for the draw tier's own apology",
+    )
+    max_pending_draws: int = Field(default=64, ge=1, description="drawing requests waiting at most; past it, no drawing")
     # shedding
     user_max_items: int = Field(default=3, ge=0, description="items per fan and room per window; 0 = no limit")
     user_window_s: float = Field(default=30.0, gt=0, description="window of the per-fan limit")
