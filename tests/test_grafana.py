@@ -17,7 +17,7 @@ def test_make_check_grafana_passes():
     done = subprocess.run(["make", "-s", "check-grafana"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "dashboards: 4 sound" in done.stdout
-    assert "SUCCESS: 11 rules found" in done.stdout
+    assert "SUCCESS: 12 rules found" in done.stdout
     assert "SUCCESS" in done.stdout.split("Unit Testing")[1], "promtool test rules ran and passed"
 
 

@@ -1,17 +1,21 @@
 """The dashboards and alerts against a real Prometheus (Debian's package, installed by
 `make setup`) scraping a running stack under sample load: every panel query and every
 alert's measured parts return series, and Prometheus evaluates every rule without error.
-The stack is the tiers (their fan memory on), the gateway, the console and the fans app
-(`idolstream serve fans`, a process of its own), with fans liking and reporting answers."""
+The stack is the tiers (their fan memory on), the gateway, the console, the fans app
+(`idolstream serve fans`, a process of its own), with fans liking and reporting answers, and
+the draw tier (`idolstream serve draw-tier` on the project's tiny pipeline), drawing one picture."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import re
 import shutil
+import signal
 import socket
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -21,13 +25,15 @@ import yaml
 
 from producers.samples import sample_item
 from consumers.console import console_service
-from stream.contracts import Feedback, ShedItem, Source, UserRef, new_id, utcnow
+from stream.contracts import DrawRequest, Feedback, ShedItem, Source, Timings, UserRef, new_id, utcnow
 from stream.dashboards import alert_operands, expand, label_values, queries, variables
-from stream.reasons import ShedReason
-from stream.settings import ConsoleSettings
+from stream.models.registry import ModelRegistry
+from stream.reasons import RouteReason, ShedReason
+from stream.settings import ConsoleSettings, DrawTierSettings
 from stream.topics import TopicNames
 from tests.fans_app import FansProcess, produce
 from tests.stack import WAIT_S, Stack, next_reply, running_stack
+from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +50,7 @@ REPORTED = 3  # answers reported, each past the fans app's threshold of 1: retra
 SHED_FANS = ("Mei", "Taro")  # thanked in one digest
 # The variables' values each dashboard must find: the overview's tiers are those that answered.
 MODEL_TIERS = {"tier": {"fast", "deep"}}
+DRAW_ROOM = "room-draw"
 EXPECTED = {"model.json": MODEL_TIERS, "safety.json": MODEL_TIERS}
 
 
@@ -117,10 +124,11 @@ async def until_series(api: httpx.AsyncClient, named: dict[str, str], timeout: f
 
 
 async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
-    kafka_bootstrap, topic_prefix, fast_runner, deep_runner, tmp_path
+    kafka_bootstrap, topic_prefix, fast_runner, deep_runner, tiny_checkpoints, tmp_path
 ):
     names = TopicNames(topic_prefix)
-    async with running_stack(
+    # The draw tier first: its process loads the pipeline while the rest of the stack starts.
+    async with running_draw_tier(kafka_bootstrap, topic_prefix) as draw, running_stack(
         kafka_bootstrap, topic_prefix, fast_runner, deep_runner, {"deep_admin_port": 0, "fan_memory": True},
         admin_port=0, deep_deadline_ms=60_000, fan_memory=True,
         # The persona checks on: random replies to fans who wrote English are seldom English, so
@@ -133,8 +141,11 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
     ) as (_, console_port), running_fans(kafka_bootstrap, topic_prefix) as fans:
         # The jobs as Kubernetes names them (the Services' names, k8s/check.py checks it).
         targets = {"fast-tier": stack.fast_worker.admin_port, "deep-tier": stack.deep_worker.admin_port,
-                   "gateway": stack.gateway_port, "console": console_port, "fans": int(fans.url.rsplit(":", 1)[1])}
+                   "gateway": stack.gateway_port, "console": console_port, "fans": int(fans.url.rsplit(":", 1)[1]),
+                   "draw-tier": await admin_port(draw)}
         async with running_prometheus(tmp_path, targets) as api:
+            # A fan asks her to draw (in a room of its own, so the overlay below sees only the chat's answers).
+            await produce(kafka_bootstrap, names.items_draw, [(DRAW_ROOM, draw_request(DRAW_ROOM).to_json())])
             # Sample load: a raid of fans' items the word filter blocks, one held for review, plain
             # items, one that escalates to the deep tier, items that are not JSON.
             overlay = await stack.overlay("room-p")
@@ -233,6 +244,12 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
                 # The regular's last item was a hit in the fast tier's memory, which holds the fans' profiles.
                 'sum(idolstream_fan_memory_lookups_total{tier="fast", result="hit"}) >= bool 1': 1,
                 'max(idolstream_fan_memory_profiles{tier="fast"}) >= bool 1': 1,
+                # The draw tier read the one request and drew it, every step of the entry, and answered with it.
+                'sum(idolstream_items_consumed_total{tier="draw"})': 1,
+                'sum(idolstream_draw_pictures_total{mode="text_to_image", outcome="drawn"})': 1,
+                'sum(idolstream_draw_pictures_total{outcome!="drawn"})': 0,
+                'sum(idolstream_draw_steps_total)': draw_steps(),
+                'sum(idolstream_replies_total{tier="draw", role="answer", route_reason="draw_request"})': 1,
             }
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(WAIT_S):
@@ -256,8 +273,50 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
             # 3 of her few answers retracted by reports: over one in twenty, and over 2 in 10 minutes.
             assert evaluated["IdolstreamRetractionsSurge"]["state"] == "pending"
             for quiet in ("IdolstreamDeepDeadlineMisses", "IdolstreamConsumerLagGrowing", "IdolstreamFansAppNotReady",
-                          "IdolstreamFansAppLagging"):
+                          "IdolstreamFansAppLagging", "IdolstreamDrawPicturesFailing"):
                 assert evaluated[quiet]["state"] == "inactive", quiet
+
+
+@contextlib.asynccontextmanager
+async def running_draw_tier(bootstrap: str, prefix: str):
+    """`idolstream serve draw-tier` on the registry's tiny pipeline, its admin port any free one; stopped
+    with SIGTERM at the end, and it must stop cleanly."""
+    worker = WorkerProcess("draw-tier", bootstrap, prefix, service="draw-tier", draw_group_id=f"{prefix}draw",
+                           draw_admin_port="0", topic_partitions="2")
+    await worker.start()
+    try:
+        yield worker
+        if not worker.exited:
+            worker.signal(signal.SIGTERM)
+            assert await worker.wait_exit(60) == 0, worker.tail()
+    finally:
+        await worker.close()
+
+
+async def admin_port(worker: WorkerProcess) -> int:
+    """The port the draw tier's admin server opened, once its pipeline is loaded (as it logs it)."""
+    pattern = re.compile(r"draw tier up: .* admin port (\d+)")
+    await worker.wait_line(pattern.pattern, timeout=180)  # loading the pipeline takes seconds on two cores
+    return int(next(found.group(1) for _, text in worker.lines if (found := pattern.search(text))))
+
+
+def draw_request(room: str) -> DrawRequest:
+    """A fan's request to draw, as the fast tier hands it on, with a minute to be drawn in."""
+    item = sample_item(3).to_submission(room, text="draw me with my cat!")
+    now = utcnow()
+    return DrawRequest(
+        request_id=new_id(), item=item, prompt="her and a cat under the stars", mode="text_to_image",
+        reason=RouteReason.DRAW_REQUEST, language="en", requested_at=now, deadline_at=now + timedelta(seconds=60),
+        holding_sent=True, source=Source(topic="fan.images", partition=0, offset=0, key=room),
+        fast_timings=Timings(item_created_at=item.created_at, queue_ms=0.0, admission_ms=1.0, inference_ms=5.0,
+                             replied_at=now),
+    )
+
+
+def draw_steps() -> int:
+    """The steps of the draw tier's default entry (the tiny pipeline), all run for one picture."""
+    entry = DrawTierSettings.model_fields["draw_model_id"].default
+    return ModelRegistry.load(ROOT / "config" / "models.json").get(entry).draw.steps
 
 
 @contextlib.asynccontextmanager
