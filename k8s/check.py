@@ -20,7 +20,9 @@ the overlay, which selects a `Policy` below. Everything runs offline:
   than partitions, the PrometheusRule is grafana/alerts/idolstream.rules.yml, the containers
   run `idolstream serve ...` with settings that load and probes on the ports those settings
   open, the Ingress exposes only the page and the websocket, a tier's grace period outlasts
-  its batch, the fans app runs alone and the tiers read the profiles it publishes, and so on.
+  its batch (the draw tier's: its entry's picture deadline), its models (and guards) are
+  entries of the registry it mounts, the draw tier's pictures are judged by an image guard,
+  the fans app runs alone and the tiers read the profiles it publishes, and so on.
 
 `--sync` rewrites the copies kept under k8s/base (kustomize reads nothing outside it) from
 the project's files: config/persona.json, config/models.json and the alert rules.
@@ -50,7 +52,8 @@ from pydantic_settings import BaseSettings
 from consumers.fans_app import app_topics
 from stream.cli import build_parser
 from stream.settings import (
-    CommonSettings, ConsoleSettings, DeepTierSettings, FansSettings, FastTierSettings, GatewaySettings,
+    CommonSettings, ConsoleSettings, DeepTierSettings, DrawTierSettings, FansSettings, FastTierSettings,
+    GatewaySettings,
 )
 from stream.tokens import MIN_SECRET_BYTES
 from stream.topics import TopicNames, TopicSpec, topic_plan
@@ -99,11 +102,16 @@ class ServiceKind:
 SERVICES = {
     "fast-tier": ServiceKind(FastTierSettings, "admin_port", "admin_host"),
     "deep-tier": ServiceKind(DeepTierSettings, "deep_admin_port", "admin_host"),
+    "draw-tier": ServiceKind(DrawTierSettings, "draw_admin_port", "admin_host"),
     "gateway": ServiceKind(GatewaySettings, "port", "host"),
     "console": ServiceKind(ConsoleSettings, "console_port", "console_host"),
     "fans": ServiceKind(FansSettings, "fans_port", "fans_host", single=True),
 }
-TIERS = ("fast-tier", "deep-tier")
+TIERS = ("fast-tier", "deep-tier", "draw-tier")
+# The tiers that remember fans (their prompts carry the fans app's profiles); the draw tier does not.
+REMEMBERING_TIERS = ("fast-tier", "deep-tier")
+# The settings naming a guard model (a registry entry of tier guard), where a service has them.
+GUARD_FIELDS = ("text_guard_model_id", "image_guard_model_id", "draw_image_guard_model_id")
 # Topic configs an overlay may add to the code's (replication is the cluster's business).
 REPLICATION_CONFIGS = {"min.insync.replicas"}
 # Paths the gateway serves that must stay inside the cluster.
@@ -116,6 +124,8 @@ def consumption(service: str, settings) -> tuple[str, tuple[str, ...]] | None:
         return settings.group_id, settings.topics.submissions
     if service == "deep-tier":
         return settings.deep_group_id, (settings.topics.items_deep,)
+    if service == "draw-tier":
+        return settings.draw_group_id, (settings.topics.items_draw,)
     return None
 
 
@@ -320,6 +330,9 @@ def served_containers(docs: list[dict], report: Report) -> list[ServedContainer]
             where = f"{ref(deployment)} container {container.get('name')}"
             served = serve_command(container, where, report)
             if served is None:
+                continue
+            if served not in SERVICES:
+                report.problems.append(f"{where}: `serve {served}` is unknown here: add it to SERVICES in k8s/check.py")
                 continue
             env = {item["name"]: item for item in container.get("env", [])}
             settings = settings_from_env(SERVICES[served].settings, env, where, report)
@@ -634,7 +647,7 @@ def check_fans(served: list[ServedContainer], report: Report) -> None:
     """The tiers remember fans exactly when a fans app publishes their profiles, and the fans app
     checks operator tokens with the console's secret."""
     fans = [c for c in served if c.service == "fans"]
-    for tier in (c for c in served if c.service in TIERS):
+    for tier in (c for c in served if c.service in REMEMBERING_TIERS):
         if tier.settings.fan_memory and not fans:
             report.problems.append(
                 f"{tier.where}: IDOLSTREAM_FAN_MEMORY is on but no fans app publishes profiles: every fan a first-timer"
@@ -730,30 +743,46 @@ def check_served(docs: list[dict], c: ServedContainer, policy: Policy, deadline_
             report.problems.append(f"{c.where}: memory limit below the room histories' own budget "
                                    f"(IDOLSTREAM_HISTORY_MAX_MIB={settings.history_max_mib})")
         return
-    # The tiers: the batch in flight is finished before exit, bounded by the deep deadline.
-    batch_wait_ms = settings.batch_max_wait_ms if c.service == "fast-tier" else settings.deep_batch_max_wait_ms
-    drain_s = deadline_s + batch_wait_ms / 1000 + settings.commit_interval_s
-    grace = pod_spec(c.deployment).get("terminationGracePeriodSeconds", 30)
-    if grace <= drain_s:
-        report.problems.append(
-            f"{c.where}: terminationGracePeriodSeconds {grace} is not longer than a batch can take to finish "
-            f"({drain_s:g} s: deep deadline {deadline_s:g} s + batch wait + commit interval)"
-        )
     asks_gpu = "nvidia.com/gpu" in container.get("resources", {}).get("limits", {})
     if policy.gpu and not asks_gpu:
         report.problems.append(f"{c.where}: a tier without a GPU (nvidia.com/gpu limit)")
     if not policy.gpu and asks_gpu:
         report.problems.append(f"{c.where}: asks for a GPU in an overlay meant to run without one")
+    if c.service == "draw-tier" and settings.draw_image_guard_model_id is None:
+        report.problems.append(
+            f"{c.where}: IDOLSTREAM_DRAW_IMAGE_GUARD_MODEL_ID unset: her pictures would go on air unjudged"
+        )
     registry = check_mounted_files(docs, c, report)["registry_path"]
-    if registry is None:
-        return
-    model_id = settings.model_id if c.service == "fast-tier" else settings.deep_model_id
-    tier = c.service.removesuffix("-tier")
-    entry = next((m for m in json.loads(registry).get("models", []) if m.get("id") == model_id), None)
-    if entry is None:
-        report.problems.append(f"{c.where}: model {model_id} is not in the registry it mounts")
-    elif entry.get("tier") != tier:
-        report.problems.append(f"{c.where}: model {model_id} is a {entry.get('tier')}-tier model, not {tier}")
+    entries = {} if registry is None else {m.get("id"): m for m in json.loads(registry).get("models", [])}
+    model_ids = {"fast-tier": "model_id", "deep-tier": "deep_model_id", "draw-tier": "draw_model_id"}
+    wanted = [(getattr(settings, model_ids[c.service]), c.service.removesuffix("-tier"))]
+    wanted += [(getattr(settings, name), "guard") for name in GUARD_FIELDS
+               if getattr(settings, name, None) is not None]
+    for model_id, tier in wanted:
+        entry = entries.get(model_id)
+        if registry is None:  # not mounted: check_mounted_files said so
+            break
+        if entry is None:
+            report.problems.append(f"{c.where}: model {model_id} is not in the registry it mounts")
+        elif entry.get("tier") != tier:
+            report.problems.append(f"{c.where}: model {model_id} is a {entry.get('tier')}-tier model, not {tier}")
+    # The batch in flight is finished before exit: bounded by the deep deadline (a fast batch is
+    # settled by then, a deep one must meet it); a picture by its entry's deadline_ms.
+    if c.service == "draw-tier":
+        entry = entries.get(settings.draw_model_id) or {}
+        bound_s = (entry.get("draw") or {}).get("deadline_ms", 0) / 1000
+        why = f"the picture deadline of {settings.draw_model_id} {bound_s:g} s + commit interval"
+        drain_s = bound_s + settings.commit_interval_s
+    else:
+        batch_wait_ms = settings.batch_max_wait_ms if c.service == "fast-tier" else settings.deep_batch_max_wait_ms
+        why = f"deep deadline {deadline_s:g} s + batch wait + commit interval"
+        drain_s = deadline_s + batch_wait_ms / 1000 + settings.commit_interval_s
+    grace = pod_spec(c.deployment).get("terminationGracePeriodSeconds", 30)
+    if grace <= drain_s:
+        report.problems.append(
+            f"{c.where}: terminationGracePeriodSeconds {grace} is not longer than a batch can take to finish "
+            f"({drain_s:g} s: {why})"
+        )
 
 
 def check_mounted_files(docs: list[dict], c: ServedContainer, report: Report) -> dict[str, str | None]:
@@ -991,7 +1020,7 @@ def summary(report: Report, source: str, k8s_version: str, crds: CrdSchemas) -> 
 PROMETHEUS_RULE_HEAD = """\
 # Generated by `python k8s/check.py --sync` from grafana/alerts/idolstream.rules.yml: edit
 # that file, then sync (`make check-k8s` fails while the two differ). The rules' `job` labels
-# (fast-tier, deep-tier, gateway, console, fans) are the names of the Services the
+# (fast-tier, deep-tier, draw-tier, gateway, console, fans) are the names of the Services the
 # ServiceMonitors scrape.
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule

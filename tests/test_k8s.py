@@ -72,9 +72,9 @@ def test_make_check_k8s_passes(make_check_k8s):
     assert "check-k8s: 2 overlays valid" in out
     for overlay in ("dev", "prod"):
         assert f"{overlay} (build/k8s/{overlay}.yaml):" in out
-    assert "Deployment 5" in out and "Ingress 1" in out and "PodDisruptionBudget 5" in out
+    assert "Deployment 6" in out and "Ingress 1" in out and "PodDisruptionBudget 6" in out
     assert f"{len(check.topic_plan(check.TopicNames()))} topics = topic_plan()" in out
-    assert "6 topics = the fans app's app_topics()" in out and "jobs console, deep-tier, fans," in out
+    assert "6 topics = the fans app's app_topics()" in out and "jobs console, deep-tier, draw-tier, fans," in out
 
 
 @needs_crds
@@ -313,6 +313,63 @@ def _no_fans_app(docs):
     docs.remove(obj(docs, "Deployment", "fans"))
 
 
+def _draw_env(docs, name, value):
+    env = container(docs, "draw-tier")["env"]
+    if value is None:
+        env[:] = [e for e in env if e["name"] != name]
+    else:
+        next(e for e in env if e["name"] == name)["value"] = value
+
+
+def _draw_grace_shorter_than_a_picture(docs):
+    obj(docs, "Deployment", "draw-tier")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 30
+
+
+def _draw_model_of_another_tier(docs):
+    _draw_env(docs, "IDOLSTREAM_DRAW_MODEL_ID", "tiny-qwen3vl-moe")
+
+
+def _draw_guard_not_a_guard(docs):
+    _draw_env(docs, "IDOLSTREAM_DRAW_IMAGE_GUARD_MODEL_ID", "Qwen/Qwen-Image")
+
+
+def _draw_guard_unknown(docs):
+    _draw_env(docs, "IDOLSTREAM_DRAW_IMAGE_GUARD_MODEL_ID", "Qwen/ShieldGemma-2")
+
+
+def _draw_pictures_unjudged(docs):
+    _draw_env(docs, "IDOLSTREAM_DRAW_IMAGE_GUARD_MODEL_ID", None)
+
+
+def _draw_scaled_on_the_fast_group(docs):
+    obj(docs, "ScaledObject", "draw-tier")["spec"]["triggers"][0]["metadata"]["consumerGroup"] = "idolstream-fast"
+
+
+def _draw_scaled_on_another_topic(docs):
+    obj(docs, "ScaledObject", "draw-tier")["spec"]["triggers"][0]["metadata"]["topic"] = "items.deep"
+
+
+def _draw_not_scaled(docs):
+    docs.remove(obj(docs, "ScaledObject", "draw-tier"))
+
+
+def _draw_not_scraped(docs):
+    docs.remove(obj(docs, "ServiceMonitor", "draw-tier"))
+
+
+def _draw_topic_missing(docs):
+    docs.remove(obj(docs, "KafkaTopic", "items-draw"))
+
+
+def _draw_probe_on_the_fast_port(docs):
+    container(docs, "draw-tier")["readinessProbe"]["httpGet"]["port"] = 8081
+
+
+def _draw_gpu_on_dev(docs):
+    resources = container(docs, "draw-tier")["resources"]
+    resources["requests"]["nvidia.com/gpu"] = resources["limits"]["nvidia.com/gpu"] = 1
+
+
 MUTATIONS = [
     # (overlay, mutation, what the report must say)
     ("dev", _unknown_container_field, "'imagePullPolicyy' was unexpected"),
@@ -360,6 +417,22 @@ MUTATIONS = [
     ("prod", _fans_with_another_secret, "IDOLSTREAM_CONSOLE_SECRET comes from different Secrets"),
     ("prod", _tier_forgets_fans, "fan memory off while a fans app publishes profiles"),
     ("dev", _no_fans_app, "IDOLSTREAM_FAN_MEMORY is on but no fans app publishes profiles"),
+    ("prod", _draw_grace_shorter_than_a_picture, "Deployment/draw-tier container draw-tier: "
+     "terminationGracePeriodSeconds 30 is not longer than a batch can take to finish (60.5 s: the picture deadline "
+     "of Qwen/Qwen-Image 60 s"),
+    ("dev", _draw_model_of_another_tier, "model tiny-qwen3vl-moe is a fast-tier model, not draw"),
+    ("prod", _draw_guard_not_a_guard, "model Qwen/Qwen-Image is a draw-tier model, not guard"),
+    ("prod", _draw_guard_unknown, "model Qwen/ShieldGemma-2 is not in the registry it mounts"),
+    ("prod", _draw_pictures_unjudged, "IDOLSTREAM_DRAW_IMAGE_GUARD_MODEL_ID unset: her pictures would go on air"),
+    ("dev", _draw_scaled_on_the_fast_group, "consumerGroup idolstream-fast, draw-tier uses idolstream-draw"),
+    ("prod", _draw_scaled_on_another_topic, "ScaledObject/draw-tier: triggers on ['items.deep'], draw-tier consumes "
+     "['items.draw']"),
+    ("prod", _draw_not_scaled, "Deployment/draw-tier: no ScaledObject scales it on lag"),
+    ("prod", _draw_not_scraped, "Deployment/draw-tier: no ServiceMonitor scrapes its /metrics"),
+    ("prod", _draw_topic_missing, "topic items.draw of topic_plan() has no KafkaTopic"),
+    ("dev", _draw_probe_on_the_fast_port, "readinessProbe is GET /readyz on port 8081, the service answers /readyz on "
+     "IDOLSTREAM_DRAW_ADMIN_PORT=8083"),
+    ("dev", _draw_gpu_on_dev, "Deployment/draw-tier container draw-tier: asks for a GPU in an overlay meant to run"),
 ]
 CRD_MUTATIONS = [
     ("prod", _kafka_typo, "'listners' was unexpected"),
@@ -384,6 +457,13 @@ def test_a_broken_operator_resource_is_reported(rendered, crds, overlay, mutate,
     mutate(docs)
     found = problems(overlay, docs, crds)
     assert any(expected in problem for problem in found), found
+
+
+def test_a_service_the_check_does_not_know_is_reported_not_crashed_on(rendered, crds, monkeypatch):
+    # As if `idolstream serve` gained a service before the check learnt its settings.
+    monkeypatch.delitem(check.SERVICES, "draw-tier")
+    found = problems("prod", rendered["prod"], crds)
+    assert any("Deployment/draw-tier container draw-tier: `serve draw-tier` is unknown here" in p for p in found), found
 
 
 def test_prod_keeps_a_tier_pod_up_through_a_drain(rendered, crds):
