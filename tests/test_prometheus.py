@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import shutil
 import signal
 import socket
@@ -61,8 +60,9 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_prometheus(tmp_path: Path, targets: dict[str, int]):
-    """Prometheus scraping each job's 127.0.0.1 port every second, with the alert rules loaded."""
+async def running_prometheus(tmp_path: Path, targets: dict[str, int], starting: frozenset[str] = frozenset()):
+    """Prometheus scraping each job's 127.0.0.1 port every second, with the alert rules loaded; the jobs
+    in `starting` may come up later (the test waits for them itself)."""
     binary = shutil.which("prometheus")
     assert binary, "Debian's prometheus is missing: `make setup` installs it"
     config = {
@@ -89,8 +89,9 @@ async def running_prometheus(tmp_path: Path, targets: dict[str, int]):
                         if (await api.get("/-/ready")).status_code == 200:
                             break
                     await asyncio.sleep(0.2)
+            ready = sorted(targets.keys() - starting)
             async with asyncio.timeout(WAIT_S):  # every target scraped once before the test's load
-                while len(await query(api, "up == 1")) < len(targets):
+                while len(await query(api, f'up{{job=~"{"|".join(ready)}"}} == 1')) < len(ready):
                     await asyncio.sleep(0.2)
             yield api
     finally:
@@ -127,8 +128,10 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
     kafka_bootstrap, topic_prefix, fast_runner, deep_runner, tiny_checkpoints, tmp_path
 ):
     names = TopicNames(topic_prefix)
-    # The draw tier first: its process loads the pipeline while the rest of the stack starts.
-    async with running_draw_tier(kafka_bootstrap, topic_prefix) as draw, running_stack(
+    # The draw tier first: its process loads the pipeline while the rest of the stack starts and the
+    # chat's load runs; it is asked to draw once it is up.
+    draw_port = free_port()
+    async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_port) as draw, running_stack(
         kafka_bootstrap, topic_prefix, fast_runner, deep_runner, {"deep_admin_port": 0, "fan_memory": True},
         admin_port=0, deep_deadline_ms=60_000, fan_memory=True,
         # The persona checks on: random replies to fans who wrote English are seldom English, so
@@ -142,10 +145,8 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
         # The jobs as Kubernetes names them (the Services' names, k8s/check.py checks it).
         targets = {"fast-tier": stack.fast_worker.admin_port, "deep-tier": stack.deep_worker.admin_port,
                    "gateway": stack.gateway_port, "console": console_port, "fans": int(fans.url.rsplit(":", 1)[1]),
-                   "draw-tier": await admin_port(draw)}
-        async with running_prometheus(tmp_path, targets) as api:
-            # A fan asks her to draw (in a room of its own, so the overlay below sees only the chat's answers).
-            await produce(kafka_bootstrap, names.items_draw, [(DRAW_ROOM, draw_request(DRAW_ROOM).to_json())])
+                   "draw-tier": draw_port}
+        async with running_prometheus(tmp_path, targets, starting=frozenset({"draw-tier"})) as api:
             # Sample load: a raid of fans' items the word filter blocks, one held for review, plain
             # items, one that escalates to the deep tier, items that are not JSON.
             overlay = await stack.overlay("room-p")
@@ -165,6 +166,11 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
                 if reply["role"] == "answer":
                     answers.append(reply)
                     answered.add(reply["tier"])
+
+            # A fan asks her to draw (in a room of its own, so the overlay above sees only the chat's answers),
+            # once the draw tier is up and scraped.
+            await until_draw_tier_scraped(api, draw)
+            await produce(kafka_bootstrap, names.items_draw, [(DRAW_ROOM, draw_request(DRAW_ROOM).to_json())])
 
             # The fans' side: a fan she answered sends again and her memory has them; fans like and
             # report her answers (a report retracts at the threshold of 1), two fans whose items were
@@ -278,11 +284,11 @@ async def test_every_panel_and_alert_query_returns_series_from_a_running_stack(
 
 
 @contextlib.asynccontextmanager
-async def running_draw_tier(bootstrap: str, prefix: str):
-    """`idolstream serve draw-tier` on the registry's tiny pipeline, its admin port any free one; stopped
-    with SIGTERM at the end, and it must stop cleanly."""
+async def running_draw_tier(bootstrap: str, prefix: str, port: int):
+    """`idolstream serve draw-tier` on the registry's tiny pipeline, its admin port `port`; stopped with
+    SIGTERM at the end, and it must stop cleanly."""
     worker = WorkerProcess("draw-tier", bootstrap, prefix, service="draw-tier", draw_group_id=f"{prefix}draw",
-                           draw_admin_port="0", topic_partitions="2")
+                           draw_admin_port=str(port), topic_partitions="2")
     await worker.start()
     try:
         yield worker
@@ -293,11 +299,13 @@ async def running_draw_tier(bootstrap: str, prefix: str):
         await worker.close()
 
 
-async def admin_port(worker: WorkerProcess) -> int:
-    """The port the draw tier's admin server opened, once its pipeline is loaded (as it logs it)."""
-    pattern = re.compile(r"draw tier up: .* admin port (\d+)")
-    await worker.wait_line(pattern.pattern, timeout=180)  # loading the pipeline takes seconds on two cores
-    return int(next(found.group(1) for _, text in worker.lines if (found := pattern.search(text))))
+async def until_draw_tier_scraped(api: httpx.AsyncClient, worker: WorkerProcess) -> None:
+    """Until the draw tier says it is up (its admin port opens once the pipeline is loaded, seconds on two
+    cores) and Prometheus has scraped it."""
+    await worker.wait_line(r"draw tier up: ", timeout=180)
+    async with asyncio.timeout(WAIT_S):
+        while not await query(api, 'up{job="draw-tier"} == 1'):
+            await asyncio.sleep(0.2)
 
 
 def draw_request(room: str) -> DrawRequest:
