@@ -11,15 +11,23 @@ Per micro-batch (the consuming loops live in `BatchConsumer`):
    second miss (or no time) sends a persona line instead;
 5. route each answer: out at once, or to `items.deep` with its draft and reason (plus a
    holding line on the overlay when the policy says so), unless the deep tier's circuit
-   is open or too many escalations are waiting, in which case the fast answer goes out.
+   is open or too many escalations are waiting, in which case the fast answer goes out;
+   a drawing request (the fan's words, or the model's [draw]) goes to `items.draw` with
+   the image prompt (her style, what the fan asked, the model's idea for the picture) and
+   her "let me draw that" line goes to the overlay at once, unless drawing is off, its
+   circuit open or too many drawings are waiting: then she says sorry at once.
 
 `watch_escalations` reads the replies topic: a deep answer settles its escalation (and
 closes the breaker), and an escalation whose deadline passes unanswered gets its draft
-sent by the fast tier itself (and counts against the breaker).
+sent by the fast tier itself (and counts against the breaker). Drawing requests are
+watched the same way, with their own breaker: the draw tier answers each one itself, with
+her picture or her apology; one still unanswered a grace period past its deadline (the
+draw tier is down) gets her apology from the fast tier.
 
 `recover_escalations` makes that survive a crash. Whenever this worker is given partitions,
-it reads `items.deep` and `replies` back (the last max age plus deadline) and takes over
-the escalations of those partitions' items that have no answer yet; on revocation it
+it reads `items.deep`, `items.draw` and `replies` back (the last max age plus deadline) and
+takes over the escalations and drawing requests of those partitions' items that have no
+answer yet; on revocation it
 forgets them (their new owner does the same). Why rebuild from Kafka rather than hold each
 escalated item's offset until it is settled: holding would stall the commits of every later
 item of the partition for up to the deadline and make a restarted worker run all of them
@@ -34,7 +42,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import orjson
@@ -47,9 +55,10 @@ from consumers.moderation import FanModeration
 from consumers.outputs import Outputs, source_of
 from stream.breaker import CircuitBreaker
 from stream.contracts import (
-    Cue, Draft, Escalation, ModerationRecord, Submission, Timings, decode_escalation, decode_submission, new_id,
-    utcnow,
+    Cue, Draft, DrawRequest, Escalation, ModerationRecord, Submission, Timings, decode_draw_request,
+    decode_escalation, decode_submission, new_id, utcnow,
 )
+from stream.draw.routing import draw_mode, draw_prompt
 from stream.errors import ModelFailure, RejectedItem
 from stream.escalations import PendingEscalations, still_owed
 from stream.fans.memory import FanMemory
@@ -64,7 +73,7 @@ from stream.persona import (
 )
 from stream.replies import build_reply, draft_reply, item_age_s
 from stream.reasons import DegradeReason, ModerationAction
-from stream.routing import ItemFeatures, RoutingPolicy, decide_route, item_features, item_priority
+from stream.routing import ItemFeatures, RouteDecision, RoutingPolicy, decide_route, item_features, item_priority
 from stream.settings import FastTierSettings
 from stream.shedding import Arrival, LoadShedder, SheddingPolicy
 
@@ -110,6 +119,7 @@ def routing_policy(settings: FastTierSettings) -> RoutingPolicy:
         question_min_chars=settings.question_min_chars,
         dense_text_coverage=settings.dense_text_coverage,
         trust_model_verdict=settings.trust_model_verdict,
+        draw=settings.draw,
     )
 
 
@@ -151,6 +161,9 @@ class FastTier:
         self.shedder = LoadShedder(shedding_policy(settings))
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
         self.pending: PendingEscalations[Escalation] = PendingEscalations(settings.max_pending_escalations)
+        # Drawing requests waiting for the draw tier's answer, with a breaker of their own.
+        self.draw_breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
+        self.pending_draws: PendingEscalations[DrawRequest] = PendingEscalations(settings.max_pending_draws)
 
     # -- one batch --------------------------------------------------------------------
 
@@ -256,8 +269,7 @@ class FastTier:
             return Answer(result, None, [])
         read = read_reply(result.text, self.persona, item.submission.item_id, item.language)
         if not self.settings.check_replies or read.used_fallback:
-            return Answer(result, ReadReply(fit_bubble(read.text, self.persona), read.cue, read.used_fallback,
-                                            read.wants_deep), [])
+            return Answer(result, replace(read, text=fit_bubble(read.text, self.persona)), [])
         misses = check_reply(read.text, self.persona, item.language)
         for miss in misses:
             self.metrics.reply_check_misses.labels("fast", miss).inc()
@@ -336,17 +348,21 @@ class FastTier:
         assert read is not None
         degraded = DegradeReason.EMPTY_ANSWER if read.used_fallback else None
         if answer.misses:  # still, after a regeneration or without time for one
-            read = ReadReply(self.persona.fallback_line(sub.item_id, item.language), read.cue, True, read.wants_deep)
+            read = replace(read, text=self.persona.fallback_line(sub.item_id, item.language), used_fallback=True)
             degraded = DegradeReason.PERSONA_CHECK
         recorded = [await self.outputs.moderation(record, counted=True) for record in answer.guarded]
         if any(record.action == ModerationAction.BLOCK for record in answer.guarded):
-            read = ReadReply(self.persona.fallback_line(sub.item_id, item.language), read.cue, True, read.wants_deep)
+            read = replace(read, text=self.persona.fallback_line(sub.item_id, item.language), used_fallback=True)
             degraded = DegradeReason.MODERATION_BLOCKED
         elif answer.guarded:  # to review: this item's replies wait for an operator
             item.judgement = item.judgement.joined(answer.guarded)
-        decision = decide_route(item.features, read.wants_deep, self.policy)
+        decision = decide_route(item.features, read.wants_deep, self.policy, read.wants_draw)
         tier = "fallback" if read.used_fallback else "fast"
         timings = self._timings(item, started, inference_s, result.preprocess_s)
+        if decision.route == "draw":
+            # Her idea for the picture is the model's answer, when it went out as written.
+            idea = None if read.used_fallback else read.text
+            return [*recorded, *await self._draw(item, decision, idea, runner.spec.id, timings)]
         if decision.route == "deep":
             now = time.monotonic()
             if self.pending.full():
@@ -363,6 +379,50 @@ class FastTier:
             persona_version=self.persona.version,
         )
         return [*recorded, await self.outputs.reply(reply, **self._held(item))]
+
+    async def _draw(self, item: Prepared, decision: RouteDecision, idea: str | None, model_id: str,
+                    timings: Timings) -> list:
+        """Hand a drawing request to the draw tier, her "let me draw that" line to the overlay at once.
+
+        No drawing when the item is held for review (a picture drawn for a fan an operator has
+        not cleared), the draw circuit is open or too many drawings wait: she says sorry at once.
+        """
+        sub = item.submission
+        now = time.monotonic()
+        held = item.judgement.action == ModerationAction.REVIEW
+        if held or self.pending_draws.full() or not self.draw_breaker.allow(now):
+            reply = build_reply(
+                sub, tier="fallback", route_reason=decision.reason, degraded=DegradeReason.DRAW_UNAVAILABLE,
+                model_id=PERSONA_MODEL_ID, text=self.persona.draw_line("draw_sorry", sub.item_id, item.language),
+                cue=Cue(emotion="sad", motion=self.persona.motion_for("sad")), timings=timings,
+                thumbnail=item.thumbnail, persona_version=self.persona.version,
+            )
+            return [await self.outputs.reply(reply, **self._held(item))]
+        ask = item.features.draw_ask
+        deadline_s = self.settings.draw_deadline_ms / 1000
+        request = DrawRequest(
+            request_id=new_id(),
+            item=sub,
+            prompt=draw_prompt(ask, self.persona.name, item.language, idea),
+            mode=draw_mode(ask if ask is not None else sub.text, True, sub.kind),
+            reason=decision.reason,
+            language=item.language,
+            requested_at=timings.replied_at,
+            deadline_at=timings.replied_at + timedelta(seconds=deadline_s),
+            holding_sent=True,
+            fast_timings=timings,
+            source=source_of(item.received.record),
+        )
+        holding = build_reply(
+            sub, role="holding", tier="fast", route_reason=decision.reason, model_id=model_id,
+            text=self.persona.draw_line("drawing", sub.item_id, item.language),
+            cue=Cue(emotion="excited", motion=self.persona.motion_for("excited")), timings=timings,
+            thumbnail=item.thumbnail, persona_version=self.persona.version,
+        )
+        deliveries = [await self.outputs.reply(holding, **self._held(item)), await self.outputs.draw(request)]
+        self.pending_draws.add(sub.item_id, now + deadline_s + self.settings.draw_grace_ms / 1000, request)
+        self.metrics.pending_draws.set(len(self.pending_draws))
+        return deliveries
 
     async def _escalate(self, item: Prepared, reason, hold: bool, draft: Draft, timings: Timings, now: float) -> list:
         sub = item.submission
@@ -413,8 +473,26 @@ class FastTier:
                 log.info("deep answer for %s missed its deadline; sending the draft", waiting.item_id)
                 await self.outputs.reply(draft_reply(waiting.draft, DegradeReason.DEEP_DEADLINE),
                                          held_by=tuple(waiting.draft.held_by), fan_text=waiting.draft.item.text)
+            for waiting in self.pending_draws.expired(now):
+                self.draw_breaker.record_failure(now)
+                log.info("no picture nor apology from the draw tier for %s in time; saying sorry", waiting.item_id)
+                await self.outputs.reply(self._draw_sorry(waiting.draft))
             self.metrics.pending_escalations.set(len(self.pending))
             self.metrics.breaker_open.set(0 if self.breaker.state(now) == "closed" else 1)
+            self.metrics.pending_draws.set(len(self.pending_draws))
+            self.metrics.draw_breaker_open.set(0 if self.draw_breaker.state(now) == "closed" else 1)
+
+    def _draw_sorry(self, request: DrawRequest):
+        """Her apology for a drawing the draw tier never answered."""
+        item = request.item
+        language = self.persona.reply_language(request.language)
+        return build_reply(
+            item, tier="fallback", route_reason=request.reason, degraded=DegradeReason.DRAW_DEADLINE,
+            model_id=PERSONA_MODEL_ID, text=self.persona.draw_line("draw_sorry", item.item_id, language),
+            cue=Cue(emotion="sad", motion=self.persona.motion_for("sad")),
+            timings=request.fast_timings.model_copy(update={"replied_at": utcnow()}),
+            persona_version=self.persona.version,
+        )
 
     def _settle(self, raw: bytes | None, now: float) -> None:
         try:
@@ -425,6 +503,14 @@ class FastTier:
             settled = self.pending.settle(reply["item_id"])
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
             return  # not a reply; the gateway counts those
+        drawn = self.pending_draws.settle(reply["item_id"])
+        if drawn is not None:
+            # Her picture, or a verdict on it, is the draw tier working; an apology for lateness
+            # or a failure is not.
+            if reply.get("tier") == "draw" and reply.get("degraded") in (None, DegradeReason.MODERATION_BLOCKED):
+                self.draw_breaker.record_success(now)
+            else:
+                self.draw_breaker.record_failure(now)
         if settled is None:
             return
         if reply.get("tier") == "deep":
@@ -439,7 +525,10 @@ class FastTier:
             self._to_recover.put_nowait(assigned)
 
     def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        dropped = self.pending.drop(lambda e: TopicPartition(e.source.topic, e.source.partition) in revoked)
+        def revoked_source(waiting) -> bool:
+            return TopicPartition(waiting.source.topic, waiting.source.partition) in revoked
+
+        dropped = self.pending.drop(revoked_source) + self.pending_draws.drop(revoked_source)
         if dropped:
             log.info("%d escalations handed over with their partitions", dropped)
         self.metrics.pending_escalations.set(len(self.pending))
@@ -460,7 +549,7 @@ class FastTier:
                 log.info("took over %d unanswered escalations of %d partitions", recovered, len(assigned))
 
     async def _recover(self, assigned: set[TopicPartition]) -> int:
-        window_s = self.settings.max_age_s + self.settings.deep_deadline_ms / 1000
+        window_s = self.settings.max_age_s + max(self.settings.deep_deadline_ms / 1000, self._draw_wait_s())
         topics = self.settings.topics
         escalated = await self.read_recent(topics.items_deep, window_s)
         replies = await self.read_recent(topics.replies, window_s)
@@ -481,5 +570,22 @@ class FastTier:
                 continue
             self.pending.add(item_id, now + (escalation.deadline_at - wall).total_seconds(), escalation)
             recovered += 1
+        drawn = []
+        for record in await self.read_recent(topics.items_draw, self.settings.max_age_s + self._draw_wait_s()):
+            try:
+                drawn.append(decode_draw_request(record.value or b""))
+            except RejectedItem:
+                continue  # the draw tier dead-letters it
+        for request in still_owed(drawn, self.answered, {(tp.topic, tp.partition) for tp in assigned}):
+            item_id = request.item.item_id
+            if item_id in self.pending_draws:
+                continue
+            due = (request.deadline_at - wall).total_seconds() + self.settings.draw_grace_ms / 1000
+            self.pending_draws.add(item_id, now + due, request)
+            recovered += 1
         self.metrics.pending_escalations.set(len(self.pending))
+        self.metrics.pending_draws.set(len(self.pending_draws))
         return recovered
+
+    def _draw_wait_s(self) -> float:
+        return (self.settings.draw_deadline_ms + self.settings.draw_grace_ms) / 1000

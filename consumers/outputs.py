@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from stream.contracts import (
-    Escalation, ModerationRecord, Reasoning, Reply, Source, Submission, dead_letter_for, undecodable_dead_letter,
-    utcnow,
+    DrawRequest, Escalation, ModerationRecord, Reasoning, Reply, Source, Submission, dead_letter_for,
+    undecodable_dead_letter, utcnow,
 )
 from stream.errors import ReasonCode, RejectedItem
 from stream.kafka_io import UndecodableRange
@@ -90,6 +90,10 @@ class Outputs:
         self.metrics.escalations.labels(escalation.reason.value).inc()
         room = escalation.item.room.encode()
         return await self.producer.send(self.topics.items_deep, escalation.to_json(), key=room)
+
+    async def draw(self, request: DrawRequest) -> asyncio.Future:
+        self.metrics.draw_requests.labels(request.reason.value, request.mode).inc()
+        return await self.producer.send(self.topics.items_draw, request.to_json(), key=request.item.room.encode())
 
     async def shed(self, record: ConsumerRecord, submission: Submission, reason: ShedReason, age_s: float):
         self.metrics.shed.labels(reason.value).inc()

@@ -69,6 +69,14 @@ WALL_TEXTS = {
     "zh": ["看看弹幕!", "现在的弹幕:", "大家都在应援!"],
     "ja": ["コメント見て!", "今のコメント:", "みんな応援してる!"],
 }
+# Fans asking her to draw (each one a request `stream.draw.routing.draw_request` recognises).
+DRAW_TEXTS = {
+    "en": ["Draw me with my cat!", "Can you draw us watching the stars?", "Please draw me something cute!",
+           "Draw yourself in this picture!", "Could you draw this pose?"],
+    "zh": ["画一个我和你一起看星星", "帮我画一只猫吧!", "可以给我画一张画吗?", "把你画进这张图里!"],
+    "ja": ["猫と私を描いて!", "星空を描いてほしいな!", "この写真に入って描いて!", "このポーズで描いて!"],
+}
+DRAW_SHARE = 0.2  # of training drawings with words and no sum: the fan asks her to draw
 SUM_TEXTS = {
     "en": "Can you solve this? {a} + {b} = ?",
     "zh": "帮我算一下: {a} + {b} = ?",
@@ -78,6 +86,7 @@ SUM_TEXTS = {
 # The random streams: training and held-out items never share a seed string.
 TRAIN_STREAM = "train"
 HOLDOUT_STREAM = "holdout"
+HOLDOUT_DRAW_STREAM = "holdout-draw"
 
 
 # What she answered before, in a regular's memory line (no colour: the answer must name this picture's).
@@ -113,8 +122,12 @@ def item_rng(seed: int, stream: str, index: int) -> random.Random:
     return random.Random(f"idolstream-training:{seed}:{stream}:{index}")
 
 
-def draw_item(rng: random.Random) -> tuple[Image.Image, PictureFacts]:
-    """One full-size synthetic picture and its facts (everything but the target reply)."""
+def draw_item(rng: random.Random, draw_share: float = 0.0) -> tuple[Image.Image, PictureFacts]:
+    """One full-size synthetic picture and its facts (everything but the target reply).
+
+    `draw_share`: of the drawings with words and no sum, the share whose fan asks her to
+    draw; at 0 no random number is spent on it (held-out items stay what they were).
+    """
     colour = rng.choice(COLOURS)
     name = rng.choice(FAN_NAMES)
     lang_pick = rng.random()
@@ -130,13 +143,17 @@ def draw_item(rng: random.Random) -> tuple[Image.Image, PictureFacts]:
     kinds = tuple(sorted(rng.sample(SHAPES, rng.choice([1, 1, 2]))))
     image = draw_fan_drawing(rng, rng.choice(DRAWING_SIZES), colour, kinds)
     question = answer = text = None
+    draw = False
     if lang and rng.random() < 0.2:
         a, b = rng.randrange(1, 50), rng.randrange(1, 50)
         question, answer = f"{a} + {b}", a + b
         text = SUM_TEXTS[lang].format(a=a, b=b)
+    elif lang and draw_share and rng.random() < draw_share:
+        text, draw = rng.choice(DRAW_TEXTS[lang]), True
     elif lang:
         text = rng.choice(FAN_TEXTS[lang])
-    return image, PictureFacts("fan_image", colour, kinds, False, lang or "en", name, text, question, answer)
+    return image, PictureFacts("fan_image", colour, kinds, False, lang or "en", name, text, question, answer,
+                               draw=draw)
 
 
 def _shade(rng: random.Random, colour: str) -> tuple[int, int, int]:
@@ -271,7 +288,7 @@ def write_training_data(
     records, all_facts = [], []
     for index in range(count):
         rng = item_rng(seed, stream, index)
-        image, facts = draw_item(rng)
+        image, facts = draw_item(rng, 0.0 if holdout else DRAW_SHARE)
         seen = admit_image(png_bytes(image, compress_level=1), limits).image  # the tier's own decode and downscale
         saved = png_bytes(seen)
         ref = f"images/{index:06d}.png"
@@ -304,4 +321,18 @@ def held_out_submissions(count: int, seed: int, room: str = "oracle") -> list[tu
     for index in range(count):
         image, facts = draw_item(item_rng(seed, HOLDOUT_STREAM, index))
         items.append((_submission(png_bytes(image), facts, f"{HOLDOUT_STREAM}-{seed}-{index}", room), facts))
+    return items
+
+
+def held_out_draw_requests(count: int, seed: int, room: str = "draw") -> list[tuple[Submission, PictureFacts]]:
+    """Held-out fan drawings whose fan asks her to draw, as full-size PNG Submissions with their facts.
+
+    From a random stream of their own: never in a training set, nor among `held_out_submissions`.
+    """
+    items, index = [], 0
+    while len(items) < count:
+        image, facts = draw_item(item_rng(seed, HOLDOUT_DRAW_STREAM, index), draw_share=1.0)
+        if facts.draw:
+            items.append((_submission(png_bytes(image), facts, f"{HOLDOUT_DRAW_STREAM}-{seed}-{index}", room), facts))
+        index += 1
     return items

@@ -124,7 +124,7 @@ def _train_demo(args: argparse.Namespace, settings: FastTierSettings) -> int:
     from stream.learning.train import training_bar
     from stream.models.registry import ModelRegistry, register_model
     from stream.models.runtime import TransformersRunner
-    from stream.persona import Persona
+    from stream.persona import Persona, read_reply
 
     registry_path = settings.registry_path
     registry = ModelRegistry.load(registry_path)
@@ -150,6 +150,8 @@ def _train_demo(args: argparse.Namespace, settings: FastTierSettings) -> int:
         runner = TransformersRunner.load(spec, root)
         try:
             replies, facts = answer_held_out(runner, persona, args.check, seed=plan.seed)
+            asks = max(1, args.check // 5)
+            drawn, drawn_facts = answer_held_out(runner, persona, asks, seed=plan.seed, draw=True)
         finally:
             runner.close()
         score = score_replies(replies, facts)
@@ -158,6 +160,12 @@ def _train_demo(args: argparse.Namespace, settings: FastTierSettings) -> int:
             f"{score.name} the fan, {score.language} in the fan's language"
         )
         print(f"for example: {replies[0]}")
+        tagged = sum(read_reply(text, persona, "check").wants_draw for text in drawn)
+        told = sum(read_reply(text, persona, "check").wants_draw for text in replies)
+        draw_score = score_replies(drawn, drawn_facts)
+        print(f"held-out drawing requests: {tagged}/{asks} tagged [draw] ({told}/{score.count} other pictures were), "
+              f"{draw_score.colour} name the fan's colour in her idea")
+        print(f"for example: {drawn[0]}")
     return 0
 
 

@@ -1,10 +1,13 @@
-"""Routing policy: does the fast model's answer go out, or does the item escalate to the deep tier?
+"""Routing policy: does the fast model's answer go out, does the item escalate to the deep tier,
+or does she draw what the fan asked for?
 
 Pure and deterministic. `item_features` reads what can be read without a model (kind,
-text length, question and maths patterns, how much of a screenshot is covered by text);
-`decide_route` combines those with the fast model's own verdict (it is prompted to tag
-items that need thought) under a `RoutingPolicy` whose thresholds come from settings.
-Every decision carries its reason, which goes on the reply and into a metric label.
+text length, question and maths patterns, how much of a screenshot is covered by text,
+a request that she draw, `stream.draw.routing`); `decide_route` combines those with the
+fast model's own verdicts (it is prompted to tag items that need thought, and requests to
+draw) under a `RoutingPolicy` whose thresholds come from settings. A drawing request wins
+over every reason to think: the fan asked for a picture, not an essay. Every decision
+carries its reason, which goes on the reply and into a metric label.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from stream.draw.routing import DrawAsk, draw_request
 from stream.reasons import ESCALATION_REASONS, RouteReason
 
 if TYPE_CHECKING:
@@ -44,6 +48,7 @@ class RoutingPolicy:
     dense_text_coverage: float = 0.5  # share of a screenshot covered by text (stream.images.text_coverage)
     trust_model_verdict: bool = True
     hold_for: frozenset[RouteReason] = ESCALATION_REASONS  # reasons that get a holding line at once
+    draw: bool = True  # send drawing requests to the draw tier (False: the fast model answers them)
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,14 @@ class ItemFeatures:
     has_question: bool
     has_maths: bool
     text_coverage: float | None  # 0..1, see stream.images.text_coverage; None when not measured
+    draw_ask: DrawAsk | None = None  # the fan's words ask her to draw this
 
 
 @dataclass(frozen=True)
 class RouteDecision:
-    route: Literal["fast", "deep"]
+    route: Literal["fast", "deep", "draw"]
     reason: RouteReason
-    hold: bool  # send a holding line to the overlay while the deep tier works
+    hold: bool  # send a holding line to the overlay while the deep or draw tier works
 
 
 def item_features(submission: Submission, text_coverage: float | None) -> ItemFeatures:
@@ -70,6 +76,7 @@ def item_features(submission: Submission, text_coverage: float | None) -> ItemFe
         has_question=bool(_QUESTION.search(text)),
         has_maths=bool(_MATHS.search(text)),
         text_coverage=text_coverage,
+        draw_ask=draw_request(text),
     )
 
 
@@ -88,8 +95,18 @@ def _wanted_reason(features: ItemFeatures, model_wants_deep: bool, policy: Routi
     return RouteReason.SIMPLE
 
 
-def decide_route(features: ItemFeatures, model_wants_deep: bool, policy: RoutingPolicy) -> RouteDecision:
-    """Fast or deep for one item, with the reason; the first matching reason wins."""
+def decide_route(features: ItemFeatures, model_wants_deep: bool, policy: RoutingPolicy,
+                 model_wants_draw: bool = False) -> RouteDecision:
+    """Fast, deep or draw for one item, with the reason; the first matching reason wins.
+
+    A drawing request (the fan's words, or the fast model's [draw] when its verdicts are
+    trusted) always gets a holding line: a picture takes seconds.
+    """
+    if policy.draw:
+        if features.draw_ask is not None:
+            return RouteDecision("draw", RouteReason.DRAW_REQUEST, hold=True)
+        if model_wants_draw and policy.trust_model_verdict:
+            return RouteDecision("draw", RouteReason.DRAW_VERDICT, hold=True)
     reason = _wanted_reason(features, model_wants_deep, policy)
     if reason is RouteReason.SIMPLE or not policy.escalate:
         return RouteDecision("fast", reason, hold=False)

@@ -70,3 +70,26 @@ def test_a_fan_who_asked_something_outranks_a_bare_screenshot():
     wrote = item_priority(features("nice!"))
     bare = item_priority(features(None, "danmaku_screenshot"))
     assert asked > wrote > bare
+
+
+@pytest.mark.parametrize(
+    ("text", "draw_verdict", "policy", "route", "reason"),
+    [
+        ("Draw me with my cat!", False, POLICY, "draw", RouteReason.DRAW_REQUEST),
+        ("画一个我和你一起看星星", False, POLICY, "draw", RouteReason.DRAW_REQUEST),
+        ("猫と私を描いて!", False, POLICY, "draw", RouteReason.DRAW_REQUEST),
+        # A drawing request outranks every reason to think: the fan asked for a picture.
+        ("Can you draw 12 + 30 as a cake? " + LETTER, False, POLICY, "draw", RouteReason.DRAW_REQUEST),
+        ("I drew this for you!", False, POLICY, "fast", RouteReason.SIMPLE),  # their own drawing
+        ("Mochi!!", True, POLICY, "draw", RouteReason.DRAW_VERDICT),  # the model heard a request
+        ("Mochi!!", True, RoutingPolicy(trust_model_verdict=False), "fast", RouteReason.SIMPLE),
+        ("Draw me with my cat!", False, RoutingPolicy(draw=False), "fast", RouteReason.SIMPLE),
+        ("Draw me with my cat!", True, RoutingPolicy(draw=False), "fast", RouteReason.SIMPLE),
+        # Drawing off, but the item still escalates for its own reasons.
+        ("Can you draw 12 + 30?", False, RoutingPolicy(draw=False), "deep", RouteReason.MATHS),
+    ],
+)
+def test_drawing_requests_route_to_the_draw_tier_with_a_holding_line(text, draw_verdict, policy, route, reason):
+    decision = decide_route(features(text), False, policy, draw_verdict)
+    assert (decision.route, decision.reason) == (route, reason)
+    assert decision.hold == (route != "fast")

@@ -358,6 +358,10 @@ def _swap_pronouns(subject: str, language: DrawLanguage, name: str) -> str:
     return subject
 
 
+def _style(ask: DrawAsk | None, language: str | None) -> Literal["zh", "en"]:
+    return "zh" if language == "zh" or (language is None and ask is not None and ask.language == "zh") else "en"
+
+
 def image_prompt(ask: DrawAsk | None, persona_name: str, language: str | None = None) -> str:
     """An image prompt in her style from the fan's words, for when the fast model's own is unusable.
 
@@ -367,7 +371,7 @@ def image_prompt(ask: DrawAsk | None, persona_name: str, language: str | None = 
     control tokens, markup or line breaks) and the whole prompt fits `MAX_PROMPT_CHARS`.
     """
     name = _inert(persona_name, 64) or "the idol"
-    style = "zh" if language == "zh" or (language is None and ask is not None and ask.language == "zh") else "en"
+    style = _style(ask, language)
     subject = ""
     if ask is not None:
         subject = _inert(_swap_pronouns(_inert(ask.subject, MAX_SUBJECT_CHARS), ask.language, name), MAX_PROMPT_CHARS)
@@ -377,3 +381,26 @@ def image_prompt(ask: DrawAsk | None, persona_name: str, language: str | None = 
         subject = subject[: max(0, room - 1)].rstrip() + "…"
     prompt = template.replace("{name}", name).replace("{subject}", subject or _NOTHING_ASKED[style])
     return prompt[:MAX_PROMPT_CHARS]
+
+
+_IDEA = {"en": " Her idea for it: {idea}.", "zh": "她的构思：{idea}。"}
+
+
+def draw_prompt(ask: DrawAsk | None, persona_name: str, language: str | None = None, idea: str | None = None) -> str:
+    """The image prompt the draw tier gets: her style and what the fan asked (`image_prompt`), then
+    her idea for the picture, the fast model's words after its [draw] tag (it saw the fan's picture).
+
+    The idea is made inert like the fan's words and cut to fit `MAX_PROMPT_CHARS`; without
+    one (the model's answer was unusable) the prompt is `image_prompt`'s alone.
+    """
+    base = image_prompt(ask, persona_name, language)
+    idea = _inert(idea or "", MAX_SUBJECT_CHARS).rstrip("。.!！ ")
+    if not idea:
+        return base
+    template = _IDEA[_style(ask, language)]
+    room = MAX_PROMPT_CHARS - len(base) - len(template.replace("{idea}", ""))
+    if room < 8:
+        return base
+    if len(idea) > room:
+        idea = idea[: room - 1].rstrip() + "…"
+    return base + template.replace("{idea}", idea)

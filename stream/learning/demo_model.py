@@ -115,7 +115,8 @@ def demo_corpus(persona: Persona, examples: Sequence) -> list[str]:
 
 
 # Bump when the data generator or the reply templates change what the model should learn.
-DATA_VERSION = 4  # 3: fan memory lines in prompts, regulars welcomed back; 4: bodies within bounds with it
+DATA_VERSION = 5  # 3: fan memory lines in prompts, regulars welcomed back; 4: bodies within bounds with it;
+# 5: fans asking her to draw, answered [draw] and her idea for the picture
 
 
 def demo_recipe(persona: Persona, spec: ModelSpec, plan: DemoPlan) -> str:
@@ -244,28 +245,31 @@ def build_missing_checkpoints(
     return built
 
 
-def held_out_requests(persona: Persona, spec: ModelSpec, count: int, seed: int) -> list[tuple]:
+def held_out_requests(persona: Persona, spec: ModelSpec, count: int, seed: int, draw: bool = False) -> list[tuple]:
     """``(GenerationRequest, PictureFacts)`` for held-out pictures, built as the fast tier builds them.
 
     The full-size submission's image is decoded and admitted to ``spec``'s budget and the
     messages come from ``build_messages``; none of these pictures is in a training set.
+    ``draw``: pictures whose fan asks her to draw (`held_out_draw_requests`).
     """
-    from producers.training_data import held_out_submissions
+    from producers.training_data import held_out_draw_requests, held_out_submissions
     from stream.images import ImageLimits, admit_image, decode_base64_image
     from stream.models.runtime import GenerationRequest
     from stream.persona import build_messages
 
     limits = ImageLimits(max_pixels=spec.max_pixels)
     pairs = []
-    for submission, facts in held_out_submissions(count, seed):
+    for submission, facts in (held_out_draw_requests if draw else held_out_submissions)(count, seed):
         image = admit_image(decode_base64_image(submission.image.data), limits).image
         pairs.append((GenerationRequest(build_messages(persona, submission), [image]), facts))
     return pairs
 
 
-def answer_held_out(runner, persona: Persona, count: int, seed: int, batch: int = 8) -> tuple[list[str], list]:
-    """The runner's answers to ``count`` held-out pictures, in batches, and the pictures' facts."""
-    pairs = held_out_requests(persona, runner.spec, count, seed)
+def answer_held_out(runner, persona: Persona, count: int, seed: int, batch: int = 8,
+                    draw: bool = False) -> tuple[list[str], list]:
+    """The runner's answers to ``count`` held-out pictures (``draw``: drawing requests), in batches,
+    and the pictures' facts."""
+    pairs = held_out_requests(persona, runner.spec, count, seed, draw)
     replies: list[str] = []
     for start in range(0, len(pairs), batch):
         replies += [result.text for result in runner.generate([request for request, _ in pairs[start : start + batch]])]

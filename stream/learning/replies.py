@@ -2,10 +2,12 @@
 
 Pure: a reply is built from the picture's known facts (`PictureFacts`), the persona and a
 random source, in the reply format the fast tier parses (`stream.persona.read_reply`):
-``[emotion] `` then ``[think] `` when the item needs the deep tier, then one or two short
-sentences that name the dominant colour (in the fan's language), the shapes or the comment
-wall, and address the fan by name. The same vocabularies let oracle tests check a model's
-answer against the truth (`names_colour`, `names_comment_wall`).
+``[emotion] `` then ``[think] `` when the item needs the deep tier (or ``[draw] `` when the
+fan asks her to draw), then one or two short sentences that name the dominant colour (in the
+fan's language), the shapes or the comment wall, and address the fan by name. After
+``[draw]`` the sentence is her idea for the picture she will draw: the fan's colour and
+shapes. The same vocabularies let oracle tests check a model's answer against the truth
+(`names_colour`, `names_comment_wall`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass
 
-from stream.persona import DEEP_TAG, Persona
+from stream.persona import DEEP_TAG, DRAW_TAG, Persona
 
 LANGS = ("en", "zh", "ja")
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black")
@@ -65,6 +67,13 @@ _TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
         "zh": ("{name}，{colour}背景的弹幕墙，好热闹！",),
         "ja": ("{name}さん、{colour}背景の弾幕だね！ありがとう！",),
     },
+    # Her idea for the picture a fan asked her to draw (the draw tier's prompt): their colour and shapes.
+    "draw": {
+        "en": ("I'll draw it {colour} like yours, with {shapes}, {name}!",
+               "A {colour} picture with {shapes} for {name}!"),
+        "zh": ("给{name}画一幅{colour}的画，还有{shapes}！", "{name}，我来画{colour}的，加上{shapes}！"),
+        "ja": ("{name}さんに{colour}の絵を描くね、{shapes}も！", "{colour}で{shapes}の絵、{name}さんに描くね！"),
+    },
     "dense_wall": {
         "en": ("Wow {name}, such a dense comment wall on {colour}! Let me read it.",),
         "zh": ("{name}，好密的弹幕墙！{colour}背景，让我仔细看看。",),
@@ -88,6 +97,7 @@ class PictureFacts:
     answer: int | None = None  # its result
     memory: str | None = None  # what her prompt said of the fan (fan memory), None when nothing
     regular: bool = False  # the prompt remembered the fan from before: she welcomes them back
+    draw: bool = False  # the fan's text asks her to draw something: she answers [draw] and her idea
 
     def to_json(self) -> dict:
         return {**asdict(self), "shapes": list(self.shapes)}
@@ -98,6 +108,8 @@ class PictureFacts:
 
 
 def expected_emotion(facts: PictureFacts) -> str:
+    if facts.draw:
+        return "excited"
     if facts.question:
         return "thinking"
     if facts.kind == "danmaku_screenshot":
@@ -113,6 +125,8 @@ def needs_thought(facts: PictureFacts) -> bool:
 def situation(facts: PictureFacts) -> str:
     if facts.kind == "danmaku_screenshot":
         return "dense_wall" if facts.dense else "wall"
+    if facts.draw:
+        return "draw"
     return "maths" if facts.question else "drawing"
 
 
@@ -127,8 +141,9 @@ def compose_reply(facts: PictureFacts, persona: Persona, rng: random.Random) -> 
     if facts.regular:
         body = f"{WELCOME_BACK[lang]} {body}"
     deep = needs_thought(facts)
-    # A catchphrase on plain answers only: a [think] answer is a short "let me look".
-    if not deep and rng.random() < 0.7:
+    # A catchphrase on plain answers only: a [think] answer is a short "let me look", a [draw]
+    # answer her idea for the picture.
+    if not deep and not facts.draw and rng.random() < 0.7:
         fitting = [
             c for c in persona.catchphrases
             # A catchphrase that names a colour would make the reply's colour ambiguous.
@@ -138,7 +153,8 @@ def compose_reply(facts: PictureFacts, persona: Persona, rng: random.Random) -> 
             body = f"{body} {rng.choice(fitting)}"
     # NFKC, as read_reply normalises: the model learns exactly the text the overlay shows.
     body = unicodedata.normalize("NFKC", body)
-    return f"[{expected_emotion(facts)}] " + (f"{DEEP_TAG} " if deep else "") + body
+    tag = f"{DEEP_TAG} " if deep else f"{DRAW_TAG} " if facts.draw else ""
+    return f"[{expected_emotion(facts)}] {tag}{body}"
 
 
 def _spellings_pattern(spellings: tuple[str, ...]) -> re.Pattern[str]:

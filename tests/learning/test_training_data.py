@@ -13,8 +13,10 @@ from PIL import Image
 
 from producers.client import build_submission
 from producers.training_data import (
-    PALETTE, dominant_colour, held_out_submissions, read_facts, write_training_data,
+    DRAW_TEXTS, FAN_TEXTS, PALETTE, dominant_colour, held_out_draw_requests, held_out_submissions, read_facts,
+    write_training_data,
 )
+from stream.draw import draw_request
 from stream.images import ImageLimits, admit_image, text_coverage
 from stream.learning.dataset import dataset_digest, read_dataset
 from stream.learning.replies import (
@@ -82,6 +84,40 @@ def test_the_set_covers_every_colour_language_and_situation(train_dir):
     assert any(f.text is None for f in facts)
     walls = [f for f in facts if f.kind == "danmaku_screenshot"]
     assert any(f.dense for f in walls) and any(not f.dense for f in walls)
+    assert any(f.draw for f in facts)  # fans asking her to draw
+
+
+def test_fans_who_ask_her_to_draw_are_recognised_and_the_others_are_not():
+    for lang, texts in DRAW_TEXTS.items():
+        for text in texts:
+            assert draw_request(text) is not None, text
+    for texts in FAN_TEXTS.values():
+        for text in texts:
+            assert draw_request(text) is None, text
+
+
+def test_a_drawing_request_is_answered_with_the_draw_tag_and_her_idea_in_the_fans_colour(train_dir):
+    pairs = [(r, f) for r, f in zip(_records(train_dir), read_facts(train_dir), strict=True) if f.draw]
+    assert pairs
+    for record, facts in pairs:
+        target = record["conversations"][-1]["value"]
+        read = read_reply(target, PERSONA, "item")
+        assert read.wants_draw and not read.wants_deep, target
+        assert draw_request(facts.text) is not None
+        assert names_colour(read.text, facts.colour), target
+    plain = [f for f in read_facts(train_dir) if not f.draw]
+    for record, facts in zip(_records(train_dir), read_facts(train_dir)):
+        if not facts.draw:
+            assert not read_reply(record["conversations"][-1]["value"], PERSONA, "item").wants_draw
+    assert plain
+
+
+def test_held_out_drawing_requests_are_fans_asking_and_never_in_the_other_held_out_sets():
+    asks = held_out_draw_requests(6, SEED)
+    assert len(asks) == 6 and all(f.draw and draw_request(s.text) for s, f in asks)
+    others = {s.item_id for s, _ in held_out_submissions(30, SEED)}
+    assert not others & {s.item_id for s, _ in asks}
+    assert not any(f.draw for _, f in held_out_submissions(30, SEED))
 
 
 def test_a_record_renders_exactly_as_the_fast_tier_builds_its_request(train_dir):
@@ -155,7 +191,7 @@ def test_catchphrases_appear_in_plain_answers_only(train_dir):
     pairs = list(zip(_records(train_dir), read_facts(train_dir), strict=True))
     said = [any(c in r["conversations"][-1]["value"] for c in PERSONA.catchphrases) for r, _ in pairs]
     assert any(said)
-    assert not any(s for s, (_, f) in zip(said, pairs) if needs_thought(f))
+    assert not any(s for s, (_, f) in zip(said, pairs) if needs_thought(f) or f.draw)
 
 
 def test_held_out_items_never_appear_in_the_training_set(train_dir, holdout_dir):
