@@ -4,13 +4,17 @@ Per request, one at a time (a picture is seconds of work; the inbox is bounded b
 settings' max pending, past which the partitions are paused):
 - a record that is not a DrawRequest, or whose fan picture cannot be admitted, is
   dead-lettered with its reason;
+- a request whose fan item is older than the settings' max age is shed (recorded on the
+  shed topic for a later thank-you, as the other tiers shed stale items), not drawn late;
 - a request already past its deadline gets her apology at once, marked `draw_deadline`;
+  so does one arriving while the model is being switched (`draw_unavailable`);
 - otherwise the pipeline draws, stopped at the earlier of the request's deadline and the
   registry entry's `deadline_ms`; a picture that came too late gets the apology
   (`draw_deadline`), a pipeline error the apology (`draw_failed`), and the tier goes on;
 - a finished picture is encoded as a WebP data URL within the replies' limit and, when an
-  image guard is set, judged: a flagged picture never reaches the overlay (the fan gets
-  the apology, the verdict goes to the moderation topic);
+  image guard is set, judged; the verdict, when it is not "allow", goes to the moderation
+  topic. A picture to block never reaches the overlay (the fan gets the apology); one to
+  review is held for an operator with its picture (`replies.held`: shown if approved);
 - the picture goes out as a `draw` reply with her short line about it, in the fan's language.
 
 Exactly one answer per request, so the fan hears the apology once.
@@ -26,21 +30,22 @@ from PIL import Image
 
 from consumers.batch_consumer import Outcome, Received
 from consumers.model_slot import ModelSlot
-from consumers.moderation import count
 from consumers.outputs import Outputs
 from stream.contracts import Cue, DrawRequest, ModerationRecord, Reply, Timings, decode_draw_request, new_id, utcnow
 from stream.draw.runner import DrawFailed, DrawRunner, Drawing, encode_picture
 from stream.errors import RejectedItem
-from stream.images import admit_image, decode_base64_image, fit_to_budget
+from stream.images import admit_image, decode_base64_image, fit_to_budget, thumbnail_data_url
 from stream.metrics import DrawMetrics
 from stream.moderation.gate import guard_record
 from stream.moderation.guard import GuardPolicy, ImageGuard
 from stream.persona import Persona, fan_language
-from stream.reasons import DegradeReason, ModerationAction, ModerationSide, ModerationStage
-from stream.replies import build_reply
+from stream.reasons import DegradeReason, ModerationAction, ModerationSide, ModerationStage, ShedReason
+from stream.replies import build_reply, item_age_s
 from stream.settings import DrawTierSettings
 
 log = logging.getLogger("idolstream.draw_tier")
+
+REVIEW_PICTURE_PX = 96  # the reviewer's thumbnail of the fan's picture when the overlay's are off
 
 class DrawTier:
     def __init__(self, settings: DrawTierSettings, slot: ModelSlot, persona: Persona, outputs: Outputs,
@@ -66,6 +71,9 @@ class DrawTier:
         except RejectedItem as error:
             return [await self.outputs.dead_letter(record, error, None, None)]
         item = request.item
+        age_s = item_age_s(item)
+        if age_s > self.settings.max_age_s:  # live means fresh: not drawn late, kept for a thank-you
+            return [await self.outputs.shed(record, item, ShedReason.STALE, age_s)]
         if self._seconds_left(request) <= 0:
             return [await self._apology(request, DegradeReason.DRAW_DEADLINE, "late", received)]
         runner: DrawRunner | None = self.slot.runner
@@ -99,14 +107,23 @@ class DrawTier:
         except ValueError as error:
             log.warning("draw request %s: %s", request.request_id, error)
             return [await self._apology(request, DegradeReason.DRAW_FAILED, "failed", received)]
-        flagged = await self._judge(request, drawing)
-        if flagged is not None:
-            sends = [await self.outputs.moderation(flagged)]
+        verdict = await self._judge(request, drawing)
+        if verdict is not None and verdict.action == ModerationAction.BLOCK:
+            sends = [await self.outputs.moderation(verdict)]
             return [*sends, await self._apology(request, DegradeReason.MODERATION_BLOCKED, "flagged", received)]
-        self.metrics.pictures.labels(request.mode, "drawn").inc()
         line = self.persona.draw_line("drawn", request.request_id, self._language(request))
         reply = self._reply(request, line, "happy", None, received, admission_s * 1000, drawing.seconds * 1000)
-        return [await self.outputs.reply(Reply.model_validate({**reply.model_dump(), "picture": url}))]
+        reply = Reply.model_validate({**reply.model_dump(), "picture": url})
+        if verdict is None:
+            self.metrics.pictures.labels(request.mode, "drawn").inc()
+            return [await self.outputs.reply(reply)]
+        # To review: the reply, her picture in it, waits for an operator; approved, it is shown as it is.
+        self.metrics.pictures.labels(request.mode, "flagged").inc()
+        verdict = verdict.model_copy(update={"reply_id": reply.reply_id})
+        sends = [await self.outputs.moderation(verdict)]
+        held = await self.outputs.reply(reply, held_by=(verdict,), fan_text=item.text,
+                                        picture=await asyncio.to_thread(self._fan_thumbnail, request, picture))
+        return [*sends, held]
 
     def _seconds_left(self, request: DrawRequest) -> float:
         return (request.deadline_at - utcnow()).total_seconds()
@@ -119,7 +136,7 @@ class DrawTier:
             self.metrics.draw_steps_per_second.labels(request.mode).set(drawing.steps_done / drawing.seconds)
 
     async def _judge(self, request: DrawRequest, drawing: Drawing) -> ModerationRecord | None:
-        """The image guard's verdict on her picture when it stops it (None: allowed, or no guard set)."""
+        """The image guard's verdict on her picture when it blocks or holds it (None: allowed, or no guard set)."""
         if self.image_guard is None:
             return None
         item = request.item
@@ -140,9 +157,18 @@ class DrawTier:
             )
         else:
             record = guard_record(item, verdict, self.guard_policy, ModerationSide.REPLY, utcnow())
-        if record is not None:
-            count(self.metrics, [record])
-        return record
+        return record  # counted when it is produced to the moderation topic
+
+    def _fan_thumbnail(self, request: DrawRequest, picture: Image.Image | None) -> str | None:
+        """A small JPEG of what the fan sent, for the reviewer of a held picture (None if it cannot be read)."""
+        side = self.settings.reply_thumbnail_px or REVIEW_PICTURE_PX
+        if picture is None:  # drawn from words alone: the fan's picture was not admitted yet
+            try:
+                limits = self.settings.image_limits(side * side * 4)
+                picture = admit_image(decode_base64_image(request.item.image.data), limits).image
+            except RejectedItem:
+                return None
+        return thumbnail_data_url(picture.convert("RGB"), side)
 
     def _language(self, request: DrawRequest) -> str:
         item = request.item

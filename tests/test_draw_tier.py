@@ -12,12 +12,16 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+import asyncio
 import base64
 import contextlib
 import io
 import json
-from datetime import timedelta
+import threading
+from datetime import datetime, timedelta
 from pathlib import Path
+
+import httpx
 
 import numpy as np
 import pytest
@@ -26,19 +30,22 @@ from PIL import Image, ImageDraw
 from consumers.model_slot import ModelSlot
 from consumers.services import draw_tier_service, load_draw_runner, load_draw_slot, prepare_topics
 from producers.client import build_submission
-from stream.contracts import DrawRequest, Source, Timings, new_id, utcnow
+from stream.contracts import DrawRequest, HeldReply, Source, Timings, new_id, utcnow
 from stream.draw.runner import DrawRunner, encode_picture, img2img_strength, outpaint_canvas, request_seed
 from stream.draw.tiny import build_tiny_controlnet, build_tiny_draw_pipeline
 from stream.kafka_io import make_producer
 from stream.metrics import DrawMetrics
+from stream.models.backends import load_runner
 from stream.models.errors import ModelLoadError
 from stream.models.registry import ModelRegistry
 from stream.models.runtime import GenerationResult
 from stream.moderation.guard import ImageGuard
+from stream.moderation.review import ReviewQueue
 from stream.reasons import RouteReason
 from stream.settings import DrawTierSettings
+from stream.switching import ModelSwitchGate
 from tests.processes import service_env, start_service, stop
-from tests.stack import as_json, read_topic
+from tests.stack import WAIT_S, as_json, read_topic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 64, 48
@@ -87,12 +94,14 @@ def fan_png(width: int = 48, height: int = 40, seed: int = 0) -> bytes:
 
 
 def draw_request(room: str, mode: str = "text_to_image", *, deadline_s: float = 60.0, picture: bytes | None = None,
-                 prompt: str = "draw me with my cat under the stars") -> DrawRequest:
+                 prompt: str = "draw me with my cat under the stars", created_at: datetime | None = None,
+                 request_id: str | None = None) -> DrawRequest:
     item = build_submission(room=room, user_id="fan1", display_name="Hoshi", image_bytes=picture or fan_png(),
-                            mime="image/png", text="draw me with my cat!", lang="en")
+                            mime="image/png", text="draw me with my cat!", lang="en", created_at=created_at)
     now = utcnow()
     return DrawRequest(
-        request_id=new_id(), item=item, prompt=prompt, mode=mode, reason=RouteReason.DRAW_REQUEST, language="en",
+        request_id=request_id or new_id(), item=item, prompt=prompt, mode=mode, reason=RouteReason.DRAW_REQUEST,
+        language="en",
         requested_at=now, deadline_at=now + timedelta(seconds=deadline_s), holding_sent=True,
         fast_timings=Timings(item_created_at=item.created_at, queue_ms=0.0, admission_ms=1.0, inference_ms=5.0,
                              replied_at=now),
@@ -114,13 +123,17 @@ async def send(bootstrap: str, settings: DrawTierSettings, *requests: DrawReques
     await produce(bootstrap, settings.topics.items_draw, [(r.item.room, r.to_json()) for r in requests])
 
 
+def tier_settings(bootstrap: str, prefix: str, registry_path: Path, model_id: str, **overrides) -> DrawTierSettings:
+    return DrawTierSettings(
+        kafka_bootstrap=bootstrap, topic_prefix=prefix, draw_group_id=f"{prefix}draw", topic_partitions=2,
+        session_timeout_ms=6000, registry_path=registry_path, draw_model_id=model_id, **overrides,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_draw_tier(bootstrap: str, prefix: str, registry_path: Path, runner: DrawRunner,
-                            image_guard: ImageGuard | None = None):
-    settings = DrawTierSettings(
-        kafka_bootstrap=bootstrap, topic_prefix=prefix, draw_group_id=f"{prefix}draw", topic_partitions=2,
-        session_timeout_ms=6000, registry_path=registry_path, draw_model_id=runner.spec.id,
-    )
+                            image_guard: ImageGuard | None = None, **overrides):
+    settings = tier_settings(bootstrap, prefix, registry_path, runner.spec.id, **overrides)
     await prepare_topics(settings, bootstrap)
     metrics = DrawMetrics()
     async with draw_tier_service(settings, bootstrap, ModelSlot.around(runner, metrics), metrics, image_guard):
@@ -255,7 +268,50 @@ async def test_a_picture_the_image_guard_flags_never_goes_out(kafka_bootstrap, t
     (shown,) = replies[passed.item.item_id]
     assert shown["picture"] is not None and shown["degraded"] is None
     assert metrics.pictures.labels("text_to_image", "flagged")._value.get() == 1
+    assert metrics.moderation_verdicts.labels("reply", "image_guard", "block")._value.get() == 1  # counted once
     assert judge.sizes == [(52, 39), (52, 39)]  # 64x48 within 2048 pixels, its shape kept
+
+
+async def test_a_picture_the_image_guard_doubts_is_held_for_an_operator_with_its_picture(
+    kafka_bootstrap, topic_prefix, draw_registry, runners, registry, tiny_checkpoints
+):
+    # The project's tiny image guard (random weights, greedy): its verdict on a given picture is fixed.
+    # A fixed request id draws a fixed picture, so the test knows that verdict before the tier asks.
+    doubted = draw_request("room-held", request_id="held-for-review-1")
+    guard = ImageGuard(load_runner(registry.get("tiny-qwen3vl-imageguard"), PROJECT_ROOT))
+    try:
+        [verdict] = guard.judge([runners["quick"].draw(doubted).image])
+        assert verdict.safety in ("controversial", "unparseable"), verdict  # the two a policy can send to review
+        async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["quick"], guard,
+                                     guard_controversial="review", guard_unparseable="review",
+                                     max_age_s=600) as (settings, metrics):  # made before the guard loaded
+            # Answered without a picture (already late), after the doubted one on the room's partition.
+            after = draw_request("room-held", deadline_s=-1.0)
+            await send(kafka_bootstrap, settings, doubted, after)
+            replies = await replies_for(kafka_bootstrap, settings, after)
+            [held] = await read_topic(kafka_bootstrap, settings.topics.replies_held, lambda got: len(got) >= 1)
+            [record] = await read_topic(kafka_bootstrap, settings.topics.moderation, lambda got: len(got) >= 1)
+    finally:
+        guard.runner.close()
+
+    assert doubted.item.item_id not in replies  # neither her picture nor an apology reached the overlay
+    reply = held["reply"]
+    assert (reply["item_id"], reply["tier"], reply["degraded"]) == (doubted.item.item_id, "draw", None)
+    assert picture_of(reply).size == (WIDTH, HEIGHT)
+    assert held["picture"].startswith("data:image/jpeg;base64,")  # what the fan sent, for the reviewer
+    assert held["fan_text"] == doubted.item.text
+    assert [(w["side"], w["stage"], w["action"]) for w in held["why"]] == [("reply", "image_guard", "review")]
+    assert (record["item_id"], record["action"], record["reply_id"]) == (doubted.item.item_id, "review",
+                                                                        reply["reply_id"])
+    assert verdict.safety in record["categories"]
+    assert metrics.pictures.labels("text_to_image", "flagged")._value.get() == 1
+    assert metrics.replies_held._value.get() == 1
+    assert metrics.moderation_verdicts.labels("reply", "image_guard", "review")._value.get() == 1
+    # An operator approves it as it is: the reply that goes out carries her picture.
+    queue = ReviewQueue()
+    assert queue.held(HeldReply.model_validate_json(json.dumps(held)))
+    approved = queue.decide(reply["reply_id"], "op", "approve", utcnow()).reply
+    assert approved.picture == reply["picture"] and approved.text == reply["text"]
 
 
 async def test_a_failing_pipeline_gets_the_apology_and_the_next_request_is_drawn(
@@ -274,6 +330,95 @@ async def test_a_failing_pipeline_gets_the_apology_and_the_next_request_is_drawn
     (picture,) = replies[drawn.item.item_id]
     assert picture["degraded"] is None and picture_of(picture).size == (WIDTH, HEIGHT)
     assert metrics.pictures.labels("pose", "failed")._value.get() == 1
+
+
+async def test_a_fans_picture_too_large_to_draw_from_gets_the_apology_and_a_dead_letter_and_the_tier_goes_on(
+    kafka_bootstrap, topic_prefix, draw_registry, runners
+):
+    big = fan_png(160, 160, seed=5)  # random pixels: about 77 kB as a PNG
+    async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["quick"],
+                                 max_image_bytes=20_000) as (settings, metrics):
+        too_large = draw_request("room-big", "outpaint", picture=big)
+        drawn = draw_request("room-big", "outpaint")
+        await send(kafka_bootstrap, settings, too_large, drawn)
+        replies = await replies_for(kafka_bootstrap, settings, too_large, drawn)
+        [letter] = await read_topic(kafka_bootstrap, settings.topics.dlq, lambda got: len(got) >= 1)
+
+    assert len(big) > 20_000
+    (apology,) = replies[too_large.item.item_id]
+    assert (apology["degraded"], apology["picture"], apology["cue"]["emotion"]) == ("draw_failed", None, "sad")
+    assert (letter["reason"], letter["item_id"], letter["room"]) == ("image_too_large", too_large.item.item_id,
+                                                                    "room-big")
+    assert letter["source"]["topic"] == settings.topics.items_draw
+    (picture,) = replies[drawn.item.item_id]
+    assert picture["degraded"] is None and picture_of(picture).size == (WIDTH, HEIGHT)
+    assert metrics.dead_letters.labels("image_too_large")._value.get() == 1
+
+
+async def test_a_request_older_than_the_max_age_is_shed_not_drawn(kafka_bootstrap, topic_prefix, draw_registry,
+                                                                 runners):
+    async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["quick"],
+                                 max_age_s=30) as (settings, metrics):
+        # Its deadline is still ahead, but the fan sent the picture two minutes ago.
+        stale = draw_request("room-stale", created_at=utcnow() - timedelta(minutes=2), deadline_s=300)
+        fresh = draw_request("room-stale")
+        await send(kafka_bootstrap, settings, stale, fresh)
+        replies = await replies_for(kafka_bootstrap, settings, fresh)
+        [shed] = await read_topic(kafka_bootstrap, settings.topics.shed, lambda got: len(got) >= 1)
+
+    assert stale.item.item_id not in replies  # no picture and no apology
+    assert (shed["item_id"], shed["reason"], shed["room"]) == (stale.item.item_id, "stale", "room-stale")
+    assert shed["age_ms"] >= 120_000 and shed["source"]["topic"] == settings.topics.items_draw
+    assert replies[fresh.item.item_id][0]["picture"] is not None
+    assert metrics.shed.labels("stale")._value.get() == 1
+    assert metrics.pictures.labels("text_to_image", "drawn")._value.get() == 1
+
+
+async def test_while_the_admin_switches_the_draw_model_a_request_gets_draw_unavailable_then_the_new_model_draws(
+    kafka_bootstrap, topic_prefix, draw_registry
+):
+    settings = tier_settings(kafka_bootstrap, topic_prefix, draw_registry, "quick", draw_admin_port=0,
+                             min_switch_interval_s=0)
+    await prepare_topics(settings, kafka_bootstrap)
+    metrics = DrawMetrics()
+    loading = threading.Event()  # the new model's load waits for it: the switch stays in progress meanwhile
+
+    def load_when_let(model_id: str) -> DrawRunner:
+        loading.wait(WAIT_S)
+        return load_draw_runner(settings, model_id)
+
+    # A runner of its own: the switch closes it.
+    slot = ModelSlot(load_draw_runner(settings, "quick"), load_when_let,
+                     lambda: [spec.id for spec in ModelRegistry.load(draw_registry)], ModelSwitchGate(0), metrics)
+    try:
+        async with draw_tier_service(settings, kafka_bootstrap, slot, metrics) as worker:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.admin_port}", timeout=10) as http:
+                switching = await http.post("/switch_model", json={"model_id": "no-controlnet"})
+                assert switching.status_code == 202, switching.text
+                assert (await http.get("/model")).json()["loaded"] is False
+                during = draw_request("room-switch")
+                await send(kafka_bootstrap, settings, during)
+                first = await replies_for(kafka_bootstrap, settings, during)
+                loading.set()
+                async with asyncio.timeout(WAIT_S):
+                    while (await http.get("/model")).json() != {"model": "no-controlnet", "loaded": True,
+                                                                "switching_to": None, "last_error": None}:
+                        await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
+                after = draw_request("room-switch")
+                await send(kafka_bootstrap, settings, after)
+                replies = await replies_for(kafka_bootstrap, settings, after)
+    finally:
+        loading.set()
+        slot.close()
+
+    (unavailable,) = first[during.item.item_id]
+    assert (unavailable["degraded"], unavailable["picture"], unavailable["tier"]) == ("draw_unavailable", None, "draw")
+    assert unavailable["cue"]["emotion"] == "sad"
+    (drawn,) = replies[after.item.item_id]
+    assert (drawn["model_id"], drawn["degraded"]) == ("no-controlnet", None)
+    assert picture_of(drawn).size == (WIDTH, HEIGHT)
+    assert replies[during.item.item_id] == [unavailable]  # told once, not drawn later
+    assert metrics.pictures.labels("text_to_image", "failed")._value.get() == 1
 
 
 def test_a_registry_entry_whose_source_is_broken_fails_to_load_saying_which(draw_registry):
@@ -320,9 +465,10 @@ async def test_serve_draw_tier_draws_the_projects_tiny_pipeline_and_stops_cleanl
 ):
     settings = DrawTierSettings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, topic_partitions=2)
     await prepare_topics(settings, kafka_bootstrap)
-    request = draw_request("room-serve", "outpaint")
+    # Sent before the process starts: on a busy machine its start may take longer than the default max age.
+    request = draw_request("room-serve", "outpaint", deadline_s=300)
     await send(kafka_bootstrap, settings, request)
-    env = service_env(kafka_bootstrap, topic_prefix, draw_group_id=f"{topic_prefix}draw")
+    env = service_env(kafka_bootstrap, topic_prefix, draw_group_id=f"{topic_prefix}draw", max_age_s="300")
     process = start_service("draw-tier", env, tmp_path / "draw.log")
     try:
         # A process start loads the pipeline (about 10 s on two CPU cores) before it joins the group.
