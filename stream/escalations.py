@@ -1,4 +1,4 @@
-"""Escalations waiting on the deep tier, as the fast tier sees them.
+"""Escalations waiting on the deep tier (and drawing requests on the draw tier), as the fast tier sees them.
 
 The fast tier remembers each item it escalated with its deadline and its draft reply. An
 answer for the item on the replies topic settles it (a deep answer in time is a success
@@ -10,6 +10,7 @@ This memory is rebuilt from Kafka, not trusted to one process: a worker that is 
 partition reads `items.deep` and `replies` back over the last max-age-plus-deadline and
 takes over the escalations of that partition's items that have no answer yet
 (`still_owed`), so a crashed or revoked worker's escalations still get their one answer.
+Drawing requests read back from `items.draw` are kept the same way.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from stream.contracts import Escalation
+from stream.contracts import DrawRequest, Escalation
 
 T = TypeVar("T")
+Handed = TypeVar("Handed", Escalation, DrawRequest)  # an item handed to another tier, with its source
 
 
 @dataclass
@@ -69,15 +71,16 @@ class PendingEscalations(Generic[T]):
         return min((w.deadline for w in self._waiting.values()), default=None)
 
 
-def still_owed(escalations: Iterable[Escalation], answered: Container[str],
-               owned: Container[tuple[str, int]]) -> list[Escalation]:
-    """The escalations read back from `items.deep` that still owe their fan an answer.
+def still_owed(escalations: Iterable[Handed], answered: Container[str],
+               owned: Container[tuple[str, int]]) -> list[Handed]:
+    """The escalations read back from `items.deep` (or drawing requests from `items.draw`) that
+    still owe their fan an answer.
 
     Kept: those whose item came from a partition in `owned` (topic, partition) and has no
     answer in `answered`; the last escalation of an item wins (an item redone after a crash
     may have been escalated twice).
     """
-    latest: dict[str, Escalation] = {}
+    latest: dict[str, Handed] = {}
     for escalation in escalations:
         item_id = escalation.item.item_id
         if (escalation.source.topic, escalation.source.partition) in owned and item_id not in answered:

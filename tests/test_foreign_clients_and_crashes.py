@@ -1,8 +1,10 @@
 """What other clients send, and crashes: a librdkafka producer (kcat), undecodable batches,
-and a fast tier killed with escalations in flight while the deep tier is down.
+and a fast tier killed with escalations and drawing requests in flight while the deep and
+draw tiers are down.
 
-One stack for the module: its topics and a fast tier as a real process (escalation on, no
-deep tier running, so every escalation ends with the fast tier's draft at its deadline).
+One stack for the module: its topics and a fast tier as a real process (escalation and
+drawing on, no deep or draw tier running, so every escalation ends with the fast tier's
+draft at its deadline, and every drawing request with her apology).
 The crash test kills that process and starts its successor, so it runs last.
 """
 
@@ -34,6 +36,7 @@ from tests.stack import (
 pytestmark = pytest.mark.kafka
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 MATHS = "Can you solve this one from my homework? 12 + 30 x 2 = ?"
+DRAW = "Draw me with my cat!"
 DEADLINE_MS = 4000
 
 
@@ -58,6 +61,7 @@ class ModuleStack:
         self.admin_port = find_free_port()
         self.env = service_env(
             bootstrap, self.prefix, escalate="true", deep_deadline_ms=str(DEADLINE_MS), max_age_s="600",
+            draw_deadline_ms=str(DEADLINE_MS), draw_grace_ms="0",
             user_max_items="0", room_max_replies="0", breaker_failures="1000", admin_port=str(self.admin_port),
         )
         self.log = tmp / "fast-tier.log"
@@ -154,12 +158,13 @@ async def test_a_batch_no_codec_can_read_is_dead_lettered_and_the_next_item_answ
     assert total(metrics, "idolstream_dead_letters_total", reason="undecodable_batch") == 3
 
 
-async def test_escalations_in_flight_survive_a_killed_fast_tier_while_the_deep_tier_is_down(stack):
+async def test_escalations_and_drawings_in_flight_survive_a_killed_fast_tier_while_deep_and_draw_are_down(stack):
     gateway = gateway_settings(stack.bootstrap, stack.prefix, ack_timeout_s=0)
     rooms = [f"crash-{n}" for n in range(3)]
     async with running_gateway(gateway) as gw:
         overlays = {room: (await open_overlay(gw.port, room, overlay_token(room)))[0] for room in rooms}
-        items = [sample_item(100 + n).to_submission(rooms[n % len(rooms)], text=MATHS) for n in range(24)]
+        items = [sample_item(100 + n).to_submission(rooms[n % len(rooms)], text=DRAW if n % 3 == 0 else MATHS)
+                 for n in range(24)]
         async with SubmissionClient(stack.bootstrap, stack.settings.topics) as client:
             for item in items:
                 await client.submit(item)
@@ -171,6 +176,8 @@ async def test_escalations_in_flight_survive_a_killed_fast_tier_while_the_deep_t
         at_kill = await read_all(stack.bootstrap, stack.settings.topics.replies)
         in_flight = {r["item_id"] for r in at_kill if r["role"] == "holding"} - set(answered(at_kill))
         assert in_flight, "no escalation was left waiting at the kill"
+        drawings = {r["item_id"] for r in at_kill if r["role"] == "holding" and r["route_reason"] == "draw_request"}
+        assert in_flight & drawings, "no drawing request was left waiting at the kill"
         stack.start_fast_tier()
 
         shown: dict[str, list[dict]] = {room: [] for room in rooms}
@@ -201,6 +208,9 @@ async def test_escalations_in_flight_survive_a_killed_fast_tier_while_the_deep_t
     shown_answers = Counter(r["item_id"] for rs in shown.values() for r in rs if r["role"] == "answer")
     assert set(shown_answers) == want, f"never answered: {want - set(shown_answers)}\n{stack.log_tail()}"
     assert max(shown_answers.values()) == 1  # each item shown answered exactly once
+    asked = {item.item_id for item in items if item.text == DRAW}
+    sorry = [r for rs in shown.values() for r in rs if r["role"] == "answer" and r["item_id"] in asked]
+    assert {(r["tier"], r["degraded"]) for r in sorry} == {("fallback", "draw_deadline")}, sorry
     on_topic = answered(await read_all(stack.bootstrap, stack.settings.topics.replies))
     print(f"{len(in_flight)} escalations in flight at the kill; answers on the replies topic: "
           f"{sum(on_topic.values())} for {len(want)} items ({sum(on_topic.values()) - len(want)} duplicates, "
