@@ -4,8 +4,10 @@ Per request, one at a time (a picture is seconds of work; the inbox is bounded b
 settings' max pending, past which the partitions are paused):
 - a record that is not a DrawRequest, or whose fan picture cannot be admitted, is
   dead-lettered with its reason;
-- a request whose fan item is older than the settings' max age is shed (recorded on the
-  shed topic for a later thank-you, as the other tiers shed stale items), not drawn late;
+- a request whose fan item is older than the settings' max age is not drawn late: the fan
+  who was told "let me draw that" (`holding_sent`) gets her apology at once (`draw_deadline`),
+  any other is shed (recorded on the shed topic for a later thank-you, as the other tiers
+  shed stale items);
 - a request already past its deadline gets her apology at once, marked `draw_deadline`;
   so does one arriving while the model is being switched (`draw_unavailable`);
 - otherwise the pipeline draws, stopped at the earlier of the request's deadline and the
@@ -72,8 +74,10 @@ class DrawTier:
             return [await self.outputs.dead_letter(record, error, None, None)]
         item = request.item
         age_s = item_age_s(item)
-        if age_s > self.settings.max_age_s:  # live means fresh: not drawn late, kept for a thank-you
-            return [await self.outputs.shed(record, item, ShedReason.STALE, age_s)]
+        if age_s > self.settings.max_age_s:  # live means fresh: not drawn late
+            if request.holding_sent:  # she promised a picture: she says sorry rather than nothing
+                return [await self._apology(request, DegradeReason.DRAW_DEADLINE, "late", received)]
+            return [await self.outputs.shed(record, item, ShedReason.STALE, age_s)]  # kept for a thank-you
         if self._seconds_left(request) <= 0:
             return [await self._apology(request, DegradeReason.DRAW_DEADLINE, "late", received)]
         runner: DrawRunner | None = self.slot.runner

@@ -355,23 +355,30 @@ async def test_a_fans_picture_too_large_to_draw_from_gets_the_apology_and_a_dead
     assert metrics.dead_letters.labels("image_too_large")._value.get() == 1
 
 
-async def test_a_request_older_than_the_max_age_is_shed_not_drawn(kafka_bootstrap, topic_prefix, draw_registry,
-                                                                 runners):
+async def test_a_request_older_than_the_max_age_is_not_drawn_a_promised_fan_hears_sorry_the_others_are_shed(
+    kafka_bootstrap, topic_prefix, draw_registry, runners
+):
     async with running_draw_tier(kafka_bootstrap, topic_prefix, draw_registry, runners["quick"],
                                  max_age_s=30) as (settings, metrics):
-        # Its deadline is still ahead, but the fan sent the picture two minutes ago.
-        stale = draw_request("room-stale", created_at=utcnow() - timedelta(minutes=2), deadline_s=300)
+        # Their deadlines are still ahead, but the fans sent their pictures two minutes ago.
+        two_minutes_ago = utcnow() - timedelta(minutes=2)
+        promised = draw_request("room-stale", created_at=two_minutes_ago, deadline_s=300)
+        stale = draw_request("room-stale", created_at=two_minutes_ago, deadline_s=300)
+        stale = stale.model_copy(update={"holding_sent": False})  # no "let me draw that" went out for it
         fresh = draw_request("room-stale")
-        await send(kafka_bootstrap, settings, stale, fresh)
-        replies = await replies_for(kafka_bootstrap, settings, fresh)
+        await send(kafka_bootstrap, settings, promised, stale, fresh)
+        replies = await replies_for(kafka_bootstrap, settings, promised, fresh)
         [shed] = await read_topic(kafka_bootstrap, settings.topics.shed, lambda got: len(got) >= 1)
 
+    [sorry] = replies[promised.item.item_id]  # her apology, at once and once
+    assert (sorry["degraded"], sorry["picture"]) == ("draw_deadline", None)
     assert stale.item.item_id not in replies  # no picture and no apology
     assert (shed["item_id"], shed["reason"], shed["room"]) == (stale.item.item_id, "stale", "room-stale")
     assert shed["age_ms"] >= 120_000 and shed["source"]["topic"] == settings.topics.items_draw
     assert replies[fresh.item.item_id][0]["picture"] is not None
     assert metrics.shed.labels("stale")._value.get() == 1
     assert metrics.pictures.labels("text_to_image", "drawn")._value.get() == 1
+    assert metrics.pictures.labels("text_to_image", "late")._value.get() == 1
 
 
 async def test_while_the_admin_switches_the_draw_model_a_request_gets_draw_unavailable_then_the_new_model_draws(
