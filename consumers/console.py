@@ -288,6 +288,7 @@ class Console:
         items = [{
             "reply_id": held.reply.reply_id, "item_id": held.reply.item_id, "room": held.reply.room,
             "fan": held.reply.in_reply_to.display_name, "fan_text": held.fan_text, "picture": held.picture,
+            "drawn": held.reply.picture,  # the picture she drew, held with her words
             "text": held.reply.text, "role": held.reply.role, "tier": held.reply.tier,
             "why": [{"side": r.side, "stage": r.stage, "action": r.action, "categories": r.categories,
                      "detail": r.detail} for r in held.why],

@@ -19,8 +19,13 @@ from PIL import Image
 from playwright.async_api import async_playwright
 
 from consumers.console import console_service
+from consumers.services import prepare_topics
+from producers.samples import sample_reply
+from stream.contracts import HeldReply, ModerationRecord, new_id, utcnow
 from stream.learning.replies import names_colour
+from stream.kafka_io import make_producer
 from stream.metrics import ConsoleMetrics
+from stream.reasons import ModerationAction, ModerationSide, ModerationStage
 from stream.settings import ConsoleSettings
 from stream.tokens import issue_operator_token
 from tests.chromium_netlog import failed_requests
@@ -123,6 +128,46 @@ async def test_the_console_api_refuses_anything_but_an_operator_token(kafka_boot
                     await asyncio.sleep(0.1)  # polling a condition, bounded by the timeout
             await asyncio.sleep(0)  # one more turn of the reader's loop: it must still be reading
             assert not console.reading.done(), console.reading
+
+
+async def test_a_picture_she_drew_held_for_review_is_shown_to_the_reviewer_and_goes_out_with_it_approved(
+    kafka_bootstrap, topic_prefix
+):
+    settings = console_settings(kafka_bootstrap, topic_prefix)
+    await prepare_topics(settings, kafka_bootstrap)
+    drawn = sample_reply("room-drawn", 5, picture=True, text="Ta-da! I drew this just for you!")
+    doubt = ModerationRecord(
+        record_id=new_id(), item_id=drawn.item_id, reply_id=drawn.reply_id, room=drawn.room, user=drawn.in_reply_to,
+        side=ModerationSide.REPLY, stage=ModerationStage.IMAGE_GUARD, action=ModerationAction.REVIEW,
+        categories=["Controversial"], detail="her picture", at=utcnow(),
+    )
+    held = HeldReply(reply=drawn, why=[doubt], fan_text="draw me with my cat!", held_at=utcnow())
+    producer = make_producer(kafka_bootstrap, "test-held")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topics.replies_held, held.to_json(), key=drawn.room.encode())
+    finally:
+        await producer.stop()
+    async with console_service(settings, kafka_bootstrap) as (_, port):
+        base = f"http://127.0.0.1:{port}"
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1440, "height": 900})
+                await page.goto(f"{base}/#token={operator()}")
+                card = page.locator(f'.card[data-reply-id="{drawn.reply_id}"]')
+                await card.wait_for(timeout=WAIT_S * 1000)
+                shown = card.locator("img.drawn")
+                await page.wait_for_function("(id) => document.querySelector(`.card[data-reply-id='${id}'] "
+                                             "img.drawn`)?.naturalWidth > 0", arg=drawn.reply_id,
+                                             timeout=WAIT_S * 1000)
+                assert await shown.get_attribute("src") == drawn.picture  # what the guard doubted, decoded
+                await card.get_by_role("button", name="Approve").click()
+                await card.wait_for(state="detached", timeout=WAIT_S * 1000)
+            finally:
+                await browser.close()
+    [approved] = await read_topic(kafka_bootstrap, settings.topics.replies, lambda r: len(r) >= 1)
+    assert (approved["reply_id"], approved["picture"]) == (drawn.reply_id, drawn.picture)
 
 
 def _png(colour) -> bytes:
