@@ -1,7 +1,7 @@
 """Seconds per picture of a draw model on this machine, by mode and picture size.
 
     .venv/bin/python bench/draw_pipeline.py [--model tiny-qwen-image] [--sizes 128x128,256x256]
-        [--steps 4] [--repeats 5] [--warmup 1] [--modes text_to_image,pose,img2img,outpaint]
+        [--steps 4] [--repeats 5] [--warmup 1] [--modes text_to_image,pose,img2img,outpaint] [--threads N]
 
 Loads the registry entry as the draw tier does (``DrawRunner``: ``DiffusionPipeline.from_pretrained``,
 the ControlNet the entry names, the other modes' pipelines derived with ``from_pipe``), once
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="counted pictures per mode and size")
     parser.add_argument("--warmup", type=int, default=1, help="uncounted pictures first, per mode and size")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch's CPU threads (default: torch's own choice, one per core)")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     unknown = set(modes) - set(MODES)
@@ -124,6 +126,8 @@ def main() -> None:
     picture.save(buffer, format="PNG")
     picture_png = buffer.getvalue()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"machine: {platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__} on {device} "
           f"({torch.get_num_threads()} threads); model {spec.id} ({spec.dtype}); {args.steps} steps asked; "
@@ -146,7 +150,8 @@ def main() -> None:
             runner.close()
         print(f"{width}x{height}: loaded in {load_s:.2f} s (pipeline and ControlNet, from disk)")
     print(json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(), "device": device, "model": spec.id,
-                      "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "results": results}))
+                      "threads": torch.get_num_threads(), "steps": args.steps, "warmup": args.warmup,
+                      "repeats": args.repeats, "results": results}))
 
 
 if __name__ == "__main__":
