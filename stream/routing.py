@@ -99,13 +99,14 @@ def decide_route(features: ItemFeatures, model_wants_deep: bool, policy: Routing
                  model_wants_draw: bool = False) -> RouteDecision:
     """Fast, deep or draw for one item, with the reason; the first matching reason wins.
 
-    A drawing request (the fan's words, or the fast model's [draw] when its verdicts are
-    trusted) always gets a holding line: a picture takes seconds.
+    A drawing request (the fan's words, or the fast model's [draw] on an item with words when
+    its verdicts are trusted) always gets a holding line: a picture takes seconds.
     """
     if policy.draw:
         if features.draw_ask is not None:
             return RouteDecision("draw", RouteReason.DRAW_REQUEST, hold=True)
-        if model_wants_draw and policy.trust_model_verdict:
+        # A request is made in words: a picture alone asks nothing, whatever the model read into it.
+        if model_wants_draw and policy.trust_model_verdict and features.text_chars:
             return RouteDecision("draw", RouteReason.DRAW_VERDICT, hold=True)
     reason = _wanted_reason(features, model_wants_deep, policy)
     if reason is RouteReason.SIMPLE or not policy.escalate:

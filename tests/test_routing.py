@@ -82,6 +82,7 @@ def test_a_fan_who_asked_something_outranks_a_bare_screenshot():
         ("Can you draw 12 + 30 as a cake? " + LETTER, False, POLICY, "draw", RouteReason.DRAW_REQUEST),
         ("I drew this for you!", False, POLICY, "fast", RouteReason.SIMPLE),  # their own drawing
         ("Mochi!!", True, POLICY, "draw", RouteReason.DRAW_VERDICT),  # the model heard a request
+        (None, True, POLICY, "fast", RouteReason.SIMPLE),  # no words, no request: the model misread the picture
         ("Mochi!!", True, RoutingPolicy(trust_model_verdict=False), "fast", RouteReason.SIMPLE),
         ("Draw me with my cat!", False, RoutingPolicy(draw=False), "fast", RouteReason.SIMPLE),
         ("Draw me with my cat!", True, RoutingPolicy(draw=False), "fast", RouteReason.SIMPLE),

@@ -17,6 +17,7 @@ from datetime import datetime
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from stream.contracts import Identifier, ItemKind, Reply, Submission, UserRef
+from stream.draw.routing import draw_request
 from stream.persona.card import FanMemoryLines
 from stream.persona.reading import neutralise_fan_text
 
@@ -156,6 +157,9 @@ def describe(profile: FanProfile | None, item_id: str, now: datetime, lines: Fan
         seen, kind, text = profile.previous_seen, profile.previous_sent_kind, profile.previous_sent_text
     if seen is not None:
         said = f" and wrote: {neutralise_fan_text(text, MAX_REMEMBERED_CHARS)}" if text else "."
+        if text and draw_request(text) is not None:
+            # Not quoted: an old request read back in her prompt would read as a request now.
+            said = " and asked you for a picture."
         parts.append(lines.last_sent.format(last_seen=_ago((now - seen).total_seconds()), what=_what(kind), said=said))
     answer = profile.last_reply_text if profile.last_reply_item_id != item_id else profile.previous_reply_text
     if answer:

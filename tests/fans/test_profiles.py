@@ -52,6 +52,14 @@ def test_a_first_timer_is_welcomed_and_a_regular_remembered_with_what_she_said()
     assert describe(profile, second.item_id, utcnow()) == line
 
 
+def test_an_earlier_drawing_request_is_remembered_without_its_words():
+    asked = item("Draw me with my cat!", ago_s=600)
+    profile = record_reply(record_item(None, asked), answer(asked, "Ta-da! I drew this just for you!"))
+    line = describe(profile, item("Hello again!").item_id, utcnow())
+    # Read back in her prompt, the request itself would ask her to draw again.
+    assert "Draw me" not in line and "asked you for a picture" in line and "I drew this just for you" in line
+
+
 def test_the_persona_s_templates_say_it_and_fan_text_in_them_stays_inert():
     lines = FanMemoryLines(first_time="新しいファン{name}!", regular="常連の{name}さん({earlier})",
                            last_sent="前回:{what}{said}", last_answer="あなた:{answer}")
