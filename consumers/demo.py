@@ -1,4 +1,4 @@
-"""The main job: local broker, the demo model, fast and deep tiers, gateway, sample
+"""The main job: local broker, the demo model, fast, deep and draw tiers, gateway, sample
 traffic, and every reply printed as an overlay websocket client receives it.
 
 The fast tier runs the demo model (``demo-qwen3vl``, a small Qwen3-VL trained here from
@@ -8,8 +8,10 @@ pictures whose facts are known, and each reply is printed beside what its pictur
 with any other model it is the generic sample pictures.
 
 The sample traffic holds items that escalate (maths questions, long letters, packed
-comment walls) and, every tenth item, a replay from a chat bot's backlog created long
-ago, which must be shed as stale rather than answered late.
+comment walls), every seventh item a fan asking her to draw (the draw tier answers with a
+picture from the tiny Qwen-Image pipeline, shown in the overlay's bubble) and, every tenth
+item, a replay from a chat bot's backlog created long ago, which must be shed as stale
+rather than answered late.
 
 With ``--exit`` it stops after N items and succeeds only when every fresh item got its
 answer over the websocket and every replay was shed; its last line is one JSON summary
@@ -48,28 +50,32 @@ from websockets.asyncio.client import connect
 
 from producers.client import SubmissionClient
 from producers.samples import sample_item
-from producers.training_data import held_out_submissions
+from producers.training_data import held_out_draw_requests, held_out_submissions
 from stream.contracts import Submission, new_id, utcnow
 from stream.learning.demo_model import DEMO_MODEL_ID, build_missing_checkpoints
 from stream.learning.replies import names_colour, welcomes_back
 from stream.models.registry import ModelRegistry
 from stream.persona import Persona
 from stream.kafka_io import bootstrap_for, local_kafka, make_consumer, partitions_of
-from stream.metrics import WorkerMetrics
+from stream.metrics import DrawMetrics, WorkerMetrics
 from stream.errors import IdolstreamError
-from stream.settings import DeepTierSettings, FastTierSettings, GatewaySettings
+from stream.settings import DeepTierSettings, DrawTierSettings, FastTierSettings, GatewaySettings
 from stream.tokens import issue_token
 
 from consumers.services import (
     PROJECT_ROOT,
     deep_tier_service,
+    draw_tier_service,
     fast_tier_service,
     gateway_service,
+    load_draw_slot,
     load_slot,
     prepare_topics,
 )
 
 REPLAY_EVERY = 10  # every tenth sample item is an old one replayed from a bot's backlog
+DRAW_EVERY = 7  # every seventh, a fan asking her to draw
+DRAW_ASK = "Draw me with my cat!"  # the generic samples' request (the held-out ones have their own)
 REPLAY_AGE = timedelta(minutes=2)
 HELD_OUT_SEED = 7  # the demo's pictures: held out from the demo model's training set
 HELD_OUT_POOL = 60  # pictures drawn once and sent round again with fresh item ids
@@ -82,12 +88,17 @@ class Traffic:
 
     def __init__(self, held_out: bool, count: int) -> None:
         self.pool = held_out_submissions(min(max(count, 1), HELD_OUT_POOL), HELD_OUT_SEED) if held_out else []
+        asks = min(max(count // DRAW_EVERY, 1), HELD_OUT_POOL)
+        self.asks = held_out_draw_requests(asks, HELD_OUT_SEED) if held_out else []
 
     def item(self, n: int, room: str, created_at=None) -> tuple[Submission, object | None]:
-        """The n-th submission for `room` and, for a held-out picture, its facts."""
+        """The n-th submission for `room` and, for a held-out picture, its facts; every
+        `DRAW_EVERY`-th a fan asking her to draw (a fresh one, never a replay)."""
+        ask = n % DRAW_EVERY == DRAW_EVERY - 1 and created_at is None
         if not self.pool:
-            return sample_item(n).to_submission(room, created_at=created_at), None
-        submission, facts = self.pool[n % len(self.pool)]
+            fields = {"text": DRAW_ASK, "lang": "en"} if ask else {}
+            return sample_item(n).to_submission(room, created_at=created_at, **fields), None
+        submission, facts = self.asks[(n // DRAW_EVERY) % len(self.asks)] if ask else self.pool[n % len(self.pool)]
         fields = {"item_id": new_id(), "room": room, **({"created_at": created_at} if created_at else {})}
         return submission.model_copy(update=fields), facts
 
@@ -96,7 +107,8 @@ def describe(facts) -> str:
     """What a held-out picture shows, in words, to print beside the reply."""
     if facts.kind == "danmaku_screenshot":
         return f"{'dense ' if facts.dense else ''}comment wall on {facts.colour}"
-    return f"{facts.colour} drawing with {' and '.join(s + 's' for s in facts.shapes)}"
+    drawing = f"{facts.colour} drawing with {' and '.join(s + 's' for s in facts.shapes)}"
+    return f"{drawing}, asking her to draw" if facts.draw else drawing
 
 
 def with_demo_model(settings: FastTierSettings) -> FastTierSettings:
@@ -155,6 +167,7 @@ class Tally:
         self.colour_named = 0  # answers that name their picture's dominant colour
         self.welcomed_back = 0  # answers that greet a fan she remembers
         self.digests = 0  # thank-you lines to shed fans
+        self.pictures = 0  # answers with a picture she drew
         self.settled = asyncio.Event()  # every item answered, shed or dead-lettered
         self.expected = 0
 
@@ -185,8 +198,9 @@ class Tally:
         ms = (time.monotonic() - self.sent_at[item_id]) * 1000
         self.latency_ms[item_id] = ms
         self.by_tier[reply["tier"]] = self.by_tier.get(reply["tier"], 0) + 1
+        self.pictures += bool(reply.get("picture"))
         facts = self.facts.get(item_id)
-        if facts is not None and names_colour(reply["text"], facts.colour):
+        if facts is not None and not facts.draw and names_colour(reply["text"], facts.colour):
             self.colour_named += 1
         self.welcomed_back += welcomes_back(reply["text"])
         self._check_settled()
@@ -206,7 +220,7 @@ async def watch_room(url: str, tally: Tally, connected: asyncio.Event) -> None:
             ms = tally.record(reply)
             who = f"[{reply['room']}] {reply['in_reply_to']['display_name']} <-"
             if reply.get("role") == "holding":
-                print(f"{who} (holding, escalated: {reply['route_reason']}) {reply['text']}", flush=True)
+                print(f"{who} (holding line: {reply['route_reason']}) {reply['text']}", flush=True)
             elif reply.get("role") == "digest":
                 tally.digests += 1
                 print(f"[{reply['room']}] (thank-you digest) {reply['text']}", flush=True)
@@ -214,8 +228,9 @@ async def watch_room(url: str, tally: Tally, connected: asyncio.Event) -> None:
                 how = reply["tier"] + (f", {reply['degraded']}" if reply.get("degraded") else "")
                 facts = tally.facts.get(reply["item_id"])
                 shows = f"   [picture: {describe(facts)}]" if facts is not None else ""
+                drew = f" [she drew a picture, {len(reply['picture']) // 1024} KiB]" if reply.get("picture") else ""
                 print(f"{who} ({reply['cue']['emotion']}, {how}, {reply['route_reason']}, {ms:.0f} ms) {reply['text']}"
-                      f"{shows}", flush=True)
+                      f"{drew}{shows}", flush=True)
             # A terminal, not a bubble: acked at once, so the gateway's pacing does not apply.
             await ws.send(orjson.dumps({"type": "ack", "cursor": frame["cursor"]}).decode())
 
@@ -305,7 +320,8 @@ async def stopped_on_exit() -> AsyncIterator[list[asyncio.Task]]:
 async def run_demo(items: int, exit_when_done: bool, rooms: int, interval_s: float, timeout_s: float) -> int:
     """Run the demo; a local broker that the demo started is stopped again at the end, after the services."""
     fast_settings = with_demo_model(FastTierSettings())
-    if not build_models(fast_settings, [fast_settings.model_id, DeepTierSettings().deep_model_id]):
+    model_ids = [fast_settings.model_id, DeepTierSettings().deep_model_id, DrawTierSettings().draw_model_id]
+    if not build_models(fast_settings, model_ids):
         return 128 + signal.SIGINT
     stopped_by = _stop_on_signals(asyncio.current_task())
     broker = local_kafka(fast_settings)
@@ -352,10 +368,11 @@ def _stop_on_signals(main: asyncio.Task) -> list[int]:
 
 
 def share_cores_between_tiers() -> None:
-    """Both tiers run in this one process: give each half the cores instead of letting both use all.
+    """The tiers run in this one process: give each half the cores instead of letting all use all.
 
-    Two models each running on every core thrash; on their own machines (pods) each tier
-    has its cores to itself and this does not apply.
+    Models each running on every core thrash; on their own machines (pods) each tier has its
+    cores to itself and this does not apply. (The draw tier shares the half too: it draws a
+    few pictures between the chat's answers.)
     """
     import os
 
@@ -370,15 +387,17 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
     if gateway_settings.overlay_secret is None:  # a secret for this run only
         gateway_settings = gateway_settings.model_copy(update={"overlay_secret": SecretStr(secrets.token_hex(32))})
     deep_settings = DeepTierSettings()
+    draw_settings = DrawTierSettings()
     if "IDOLSTREAM_FAN_MEMORY" not in os.environ:  # the demo shows her remembering fans unless told not to
         fast_settings = fast_settings.model_copy(update={"fan_memory": True})
         deep_settings = deep_settings.model_copy(update={"fan_memory": True})
     await prepare_topics(fast_settings, bootstrap)
-    print("loading the fast and deep models…", file=sys.stderr, flush=True)
+    print("loading the fast, deep and draw models…", file=sys.stderr, flush=True)
     share_cores_between_tiers()
-    fast_metrics, deep_metrics = WorkerMetrics("fast"), WorkerMetrics("deep")
+    fast_metrics, deep_metrics, draw_metrics = WorkerMetrics("fast"), WorkerMetrics("deep"), DrawMetrics()
     fast_slot = await load_slot(fast_settings, fast_settings.model_id, fast_metrics)
     deep_slot = await load_slot(deep_settings, deep_settings.deep_model_id, deep_metrics)
+    draw_slot = await load_draw_slot(draw_settings, draw_metrics)
     room_ids = [f"demo-room-{i + 1}" for i in range(rooms)]
     tally = Tally()
     tally.expected = items
@@ -388,13 +407,15 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
     async with fans_app(bootstrap, fast_settings.home) as fans_url, \
             gateway_service(gateway_settings, bootstrap) as (gateway, _), \
             deep_tier_service(deep_settings, bootstrap, deep_slot, deep_metrics), \
+            draw_tier_service(draw_settings, bootstrap, draw_slot, draw_metrics), \
             fast_tier_service(fast_settings, bootstrap, fast_slot, fast_metrics) as fast, \
             stopped_on_exit() as watchers:
         fast_task = fast.task
         base = f"http://{gateway_settings.host}:{gateway.port}"
         tokens = {room: issue_token(gateway_settings.secret(), room, 86_400) for room in room_ids}
         page = f"{base}/?{urlencode({'room': room_ids[0], 'token': tokens[room_ids[0]]})}"
-        print(f"overlay page: {page}  (fast {fast_slot.model_id}, deep {deep_slot.model_id}; "
+        print(f"overlay page: {page}  (fast {fast_slot.model_id}, deep {deep_slot.model_id}, "
+              f"draw {draw_slot.model_id}; "
               f"fans app {fans_url}/metrics)", file=sys.stderr, flush=True)
         for topic, on_record in (
             (fast_settings.topics.dlq, lambda r: tally.record_dead_letter(r.get("item_id"))),
@@ -436,15 +457,16 @@ async def _demo(bootstrap: str, fast_settings: FastTierSettings, items: int, exi
                         tally.facts[submission.item_id] = facts
                     await client.submit(submission)
                     n += 1
-    models = {"fast": fast_slot.model_id, "deep": deep_slot.model_id}
-    fast_slot.close()
-    deep_slot.close()
+    models = {"fast": fast_slot.model_id, "deep": deep_slot.model_id, "draw": draw_slot.model_id}
+    for slot in (fast_slot, deep_slot, draw_slot):
+        slot.close()
     latencies = list(tally.latency_ms.values())
     summary = {
         "items": items,
         "replied": len(latencies),
         "dead_lettered": len(tally.dead_lettered),
-        "by_tier": {tier: tally.by_tier.get(tier, 0) for tier in ("fast", "deep", "fallback")},
+        "by_tier": {tier: tally.by_tier.get(tier, 0) for tier in ("fast", "deep", "draw", "fallback")},
+        "pictures": tally.pictures,
         "shed": len(tally.shed),
         "p50_ms": percentile(latencies, 50),
         "p95_ms": percentile(latencies, 95),

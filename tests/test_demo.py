@@ -30,6 +30,7 @@ def test_the_demo_answers_every_fresh_item_escalates_some_and_sheds_the_replays(
         "IDOLSTREAM_TOPIC_PREFIX": topic_prefix,
         "IDOLSTREAM_GROUP_ID": f"{topic_prefix}fast",
         "IDOLSTREAM_DEEP_GROUP_ID": f"{topic_prefix}deep",
+        "IDOLSTREAM_DRAW_GROUP_ID": f"{topic_prefix}draw",
         "IDOLSTREAM_PORT": "0",
         "IDOLSTREAM_TOPIC_PARTITIONS": "2",
         "HF_HUB_OFFLINE": "1",
@@ -43,10 +44,14 @@ def test_the_demo_answers_every_fresh_item_escalates_some_and_sheds_the_replays(
     summary = orjson.loads(output.strip().splitlines()[-1])
     assert summary["items"] == 20 and summary["shed"] == 2  # items 10 and 20 are replays from a bot's backlog
     assert summary["replied"] == 18 and summary["dead_lettered"] == 0
-    assert set(summary["by_tier"]) == {"fast", "deep", "fallback"}
+    assert set(summary["by_tier"]) == {"fast", "deep", "draw", "fallback"}
     assert sum(summary["by_tier"].values()) == 18
     assert summary["by_tier"]["deep"] >= 1, "the sample traffic holds items that escalate"
-    assert "holding" in output, "escalated items show a holding line first"
+    assert "holding line" in output, "escalated items show a holding line first"
+    # Items 7 and 14 ask her to draw: her line at once, then the draw tier's picture. (The tiny model
+    # may also tag [draw] on a fan's "I drew this for you!": a draw_verdict, drawn too.)
+    assert summary["by_tier"]["draw"] == summary["pictures"] >= 2, output
+    assert output.count("(holding line: draw_request)") == 2 and "she drew a picture" in output, output
     assert summary["models"]["fast"] == "demo-qwen3vl"
     # The demo model sees: its own answers name the colour of the pictures (held out from its training).
     assert summary["colour_named"] >= 0.9 * summary["by_tier"]["fast"], output
