@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import orjson
 import pytest
 from playwright.async_api import async_playwright
 
@@ -125,8 +126,6 @@ async def test_a_drawing_request_gets_her_line_then_her_picture_in_the_browser_a
 
 
 def _cursor_of(frames: list[dict], reply: dict) -> str:
-    import orjson
-
     [raw] = [f["_raw"] for f in frames if f["reply_id"] == reply["reply_id"]]
     return orjson.loads(raw)["cursor"]
 
@@ -176,7 +175,6 @@ async def test_the_demo_models_idea_for_the_picture_follows_the_fans_picture(
     """The image prompt carries what the fast model saw: its idea names the colour of the fan's picture."""
     from producers.training_data import held_out_draw_requests
     from stream.learning.replies import names_colour
-    from stream.persona import read_reply
 
     asks = held_out_draw_requests(6, seed=11, room="room-draw-idea")
     async with running_stack(kafka_bootstrap, topic_prefix, demo_runner) as stack:
@@ -196,7 +194,6 @@ async def test_the_demo_models_idea_for_the_picture_follows_the_fans_picture(
         named += bool(idea) and names_colour(idea, facts.colour)
     # The model is tiny and the pictures are held out: most, not all (5 of 6 when measured).
     assert named >= 4, [(r.prompt[-120:], f.colour) for (s, f) in asks for r in [by_item[s.item_id]]]
-    assert read_reply  # the tag the model wrote is read by the tier, as any verdict
 
 
 def test_a_regular_who_asked_for_a_drawing_last_time_is_not_drawn_for_again(demo_runner):
