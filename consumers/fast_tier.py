@@ -391,12 +391,8 @@ class FastTier:
         now = time.monotonic()
         held = item.judgement.action == ModerationAction.REVIEW
         if held or self.pending_draws.full() or not self.draw_breaker.allow(now):
-            reply = build_reply(
-                sub, tier="fallback", route_reason=decision.reason, degraded=DegradeReason.DRAW_UNAVAILABLE,
-                model_id=PERSONA_MODEL_ID, text=self.persona.draw_line("draw_sorry", sub.item_id, item.language),
-                cue=Cue(emotion="sad", motion=self.persona.motion_for("sad")), timings=timings,
-                thumbnail=item.thumbnail, persona_version=self.persona.version,
-            )
+            reply = self._draw_sorry(sub, decision.reason, DegradeReason.DRAW_UNAVAILABLE, item.language, timings,
+                                     item.thumbnail)
             return [await self.outputs.reply(reply, **self._held(item))]
         ask = item.features.draw_ask
         deadline_s = self.settings.draw_deadline_ms / 1000
@@ -476,21 +472,23 @@ class FastTier:
             for waiting in self.pending_draws.expired(now):
                 self.draw_breaker.record_failure(now)
                 log.info("no picture nor apology from the draw tier for %s in time; saying sorry", waiting.item_id)
-                await self.outputs.reply(self._draw_sorry(waiting.draft))
+                request = waiting.draft
+                await self.outputs.reply(self._draw_sorry(
+                    request.item, request.reason, DegradeReason.DRAW_DEADLINE, request.language,
+                    request.fast_timings.model_copy(update={"replied_at": utcnow()}),
+                ))
             self.metrics.pending_escalations.set(len(self.pending))
             self.metrics.breaker_open.set(0 if self.breaker.state(now) == "closed" else 1)
             self.metrics.pending_draws.set(len(self.pending_draws))
             self.metrics.draw_breaker_open.set(0 if self.draw_breaker.state(now) == "closed" else 1)
 
-    def _draw_sorry(self, request: DrawRequest):
-        """Her apology for a drawing the draw tier never answered."""
-        item = request.item
-        language = self.persona.reply_language(request.language)
+    def _draw_sorry(self, sub: Submission, reason, degraded: DegradeReason, language: str | None,
+                    timings: Timings, thumbnail: str | None = None):
+        """Her apology, in the fan's language, for a drawing she will not show."""
         return build_reply(
-            item, tier="fallback", route_reason=request.reason, degraded=DegradeReason.DRAW_DEADLINE,
-            model_id=PERSONA_MODEL_ID, text=self.persona.draw_line("draw_sorry", item.item_id, language),
-            cue=Cue(emotion="sad", motion=self.persona.motion_for("sad")),
-            timings=request.fast_timings.model_copy(update={"replied_at": utcnow()}),
+            sub, tier="fallback", route_reason=reason, degraded=degraded, model_id=PERSONA_MODEL_ID,
+            text=self.persona.draw_line("draw_sorry", sub.item_id, language),
+            cue=Cue(emotion="sad", motion=self.persona.motion_for("sad")), timings=timings, thumbnail=thumbnail,
             persona_version=self.persona.version,
         )
 
@@ -549,43 +547,40 @@ class FastTier:
                 log.info("took over %d unanswered escalations of %d partitions", recovered, len(assigned))
 
     async def _recover(self, assigned: set[TopicPartition]) -> int:
-        window_s = self.settings.max_age_s + max(self.settings.deep_deadline_ms / 1000, self._draw_wait_s())
-        topics = self.settings.topics
-        escalated = await self.read_recent(topics.items_deep, window_s)
-        replies = await self.read_recent(topics.replies, window_s)
-        for record in replies:
+        settings, topics = self.settings, self.settings.topics
+        deep_window_s = settings.max_age_s + settings.deep_deadline_ms / 1000
+        draw_window_s = settings.max_age_s + self._draw_wait_s()
+        # What was handed on first, then the replies: an answer produced meanwhile is then among them.
+        escalated = await self.read_recent(topics.items_deep, deep_window_s)
+        drawn = await self.read_recent(topics.items_draw, draw_window_s)
+        for record in await self.read_recent(topics.replies, max(deep_window_s, draw_window_s)):
             self._settle(record.value, time.monotonic())  # also feeds `answered`
-        escalations = []
-        for record in escalated:
-            try:
-                escalations.append(decode_escalation(record.value or b""))
-            except RejectedItem:
-                continue  # the deep tier dead-letters it
-        owed = still_owed(escalations, self.answered, {(tp.topic, tp.partition) for tp in assigned})
-        now, wall = time.monotonic(), utcnow()
-        recovered = 0
-        for escalation in owed:
-            item_id = escalation.item.item_id
-            if item_id in self.pending:
-                continue
-            self.pending.add(item_id, now + (escalation.deadline_at - wall).total_seconds(), escalation)
-            recovered += 1
-        drawn = []
-        for record in await self.read_recent(topics.items_draw, self.settings.max_age_s + self._draw_wait_s()):
-            try:
-                drawn.append(decode_draw_request(record.value or b""))
-            except RejectedItem:
-                continue  # the draw tier dead-letters it
-        for request in still_owed(drawn, self.answered, {(tp.topic, tp.partition) for tp in assigned}):
-            item_id = request.item.item_id
-            if item_id in self.pending_draws:
-                continue
-            due = (request.deadline_at - wall).total_seconds() + self.settings.draw_grace_ms / 1000
-            self.pending_draws.add(item_id, now + due, request)
-            recovered += 1
+        owned = {(tp.topic, tp.partition) for tp in assigned}
+        recovered = self._take_over(escalated, decode_escalation, self.pending, 0.0, owned)
+        recovered += self._take_over(drawn, decode_draw_request, self.pending_draws, settings.draw_grace_ms / 1000,
+                                     owned)
         self.metrics.pending_escalations.set(len(self.pending))
         self.metrics.pending_draws.set(len(self.pending_draws))
         return recovered
+
+    def _take_over(self, records: list, decode, pending: PendingEscalations, grace_s: float,
+                   owned: set[tuple[str, int]]) -> int:
+        """Wait again for the still-unanswered hand-offs (escalations or drawing requests) of `owned`
+        partitions among `records`, each due at its deadline plus `grace_s`; how many were taken over."""
+        handed = []
+        for record in records:
+            try:
+                handed.append(decode(record.value or b""))
+            except RejectedItem:
+                continue  # the tier it was handed to dead-letters it
+        now, wall = time.monotonic(), utcnow()
+        taken = 0
+        for waiting in still_owed(handed, self.answered, owned):
+            item_id = waiting.item.item_id
+            if item_id not in pending:
+                pending.add(item_id, now + (waiting.deadline_at - wall).total_seconds() + grace_s, waiting)
+                taken += 1
+        return taken
 
     def _draw_wait_s(self) -> float:
         return (self.settings.draw_deadline_ms + self.settings.draw_grace_ms) / 1000
